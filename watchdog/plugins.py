@@ -1,0 +1,121 @@
+"""Adapters found through entry points, so the core never imports ``providers`` by name.
+
+An adapter package declares, in the group ``rollback_watchdog.providers``, entries named
+``<kind>.<type>`` (kinds: ``metrics``, ``rollback``, ``notify``, ``source``) whose value is a class
+with:
+
+- ``Settings``: a pydantic model of the adapter's own config keys (everything beside ``type``),
+  declared with ``extra="forbid"`` so a misspelt key is an error naming the key;
+- ``from_settings(name, settings, context)``: a classmethod returning the port object.
+
+Sources take no config section of their own beyond field overrides, so for them ``from_settings``
+gets the (possibly empty) ``sources.<name>`` mapping as settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any, Final
+
+from pydantic import BaseModel
+
+from watchdog.clock import Clock
+from watchdog.errors import ConfigError
+from watchdog.metrics import WatchdogMetrics
+
+GROUP: Final = "rollback_watchdog.providers"
+KINDS: Final = ("metrics", "rollback", "notify", "source")
+
+# Adapter types that later releases bring. Naming one gives a clear "not available yet" error
+# instead of "unknown type", so a config written for a newer release fails understandably.
+PLANNED: Final[dict[str, frozenset[str]]] = {
+    "metrics": frozenset({"datadog", "cloudwatch", "newrelic"}),
+    "rollback": frozenset({"kubernetes", "codedeploy", "ssh", "flag", "argo-rollouts"}),
+    "notify": frozenset(),
+    "source": frozenset({"github", "gitlab", "argocd", "flagger", "codedeploy", "spinnaker"}),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterContext:
+    """What the core hands every adapter it builds."""
+
+    metrics: WatchdogMetrics
+    clock: Clock
+
+
+@dataclass(frozen=True, slots=True)
+class Adapter:
+    """One registered adapter class and the distribution that shipped it."""
+
+    kind: str
+    type: str
+    factory: Any
+    distribution: str
+
+    @property
+    def settings_model(self) -> type[BaseModel]:
+        model: type[BaseModel] = self.factory.Settings
+        return model
+
+    def build(self, name: str, settings: BaseModel, context: AdapterContext) -> Any:
+        return self.factory.from_settings(name, settings, context)
+
+
+class PluginRegistry:
+    """All adapters, validated before any is registered (no half-applied registration)."""
+
+    def __init__(self, adapters: Iterable[Adapter]) -> None:
+        table: dict[tuple[str, str], Adapter] = {}
+        problems: list[str] = []
+        for adapter in adapters:
+            key = (adapter.kind, adapter.type)
+            if adapter.kind not in KINDS:
+                problems.append(
+                    f"adapter {adapter.kind}.{adapter.type} from {adapter.distribution}: "
+                    f"unknown kind {adapter.kind!r} (expected one of {', '.join(KINDS)})"
+                )
+            elif key in table:
+                problems.append(
+                    f"adapter {adapter.kind}.{adapter.type} is registered twice: by "
+                    f"{table[key].distribution} and by {adapter.distribution}"
+                )
+            else:
+                table[key] = adapter
+        if problems:
+            raise ConfigError(problems)
+        self._table = table
+
+    @classmethod
+    def from_entry_points(cls) -> PluginRegistry:
+        return cls(_adapter_from_entry_point(ep) for ep in entry_points(group=GROUP))
+
+    def types(self, kind: str) -> list[str]:
+        return sorted(t for (k, t) in self._table if k == kind)
+
+    def find(self, kind: str, type_: str) -> Adapter | None:
+        return self._table.get((kind, type_))
+
+    def unknown_type_message(self, kind: str, type_: str) -> str:
+        if type_ in PLANNED.get(kind, frozenset()):
+            return (
+                f"{kind} type {type_!r} is not available yet in this version of rollback-watchdog "
+                f"(available: {', '.join(self.types(kind)) or 'none'})"
+            )
+        return f"unknown {kind} type {type_!r} (available: {', '.join(self.types(kind)) or 'none'})"
+
+
+def _adapter_from_entry_point(ep: EntryPoint) -> Adapter:
+    kind, _, type_ = ep.name.partition(".")
+    dist = ep.dist.name if ep.dist is not None else "<unknown distribution>"
+    try:
+        factory = ep.load()
+    except Exception as exc:  # a broken third-party package must not take the daemon down silently
+        raise ConfigError([f"adapter {ep.name} from {dist} failed to load: {exc}"]) from exc
+    if not hasattr(factory, "Settings") or not hasattr(factory, "from_settings"):
+        raise ConfigError(
+            [f"adapter {ep.name} from {dist} has no Settings model or from_settings() classmethod"]
+        )
+    return Adapter(kind=kind, type=type_, factory=factory, distribution=dist)
