@@ -51,7 +51,7 @@ class Adapter:
     """One registered adapter class and the distribution that shipped it."""
 
     kind: str
-    type: str
+    name: str
     factory: Any
     distribution: str
 
@@ -71,15 +71,15 @@ class PluginRegistry:
         table: dict[tuple[str, str], Adapter] = {}
         problems: list[str] = []
         for adapter in adapters:
-            key = (adapter.kind, adapter.type)
+            key = (adapter.kind, adapter.name)
             if adapter.kind not in KINDS:
                 problems.append(
-                    f"adapter {adapter.kind}.{adapter.type} from {adapter.distribution}: "
+                    f"adapter {adapter.kind}.{adapter.name} from {adapter.distribution}: "
                     f"unknown kind {adapter.kind!r} (expected one of {', '.join(KINDS)})"
                 )
             elif key in table:
                 problems.append(
-                    f"adapter {adapter.kind}.{adapter.type} is registered twice: by "
+                    f"adapter {adapter.kind}.{adapter.name} is registered twice: by "
                     f"{table[key].distribution} and by {adapter.distribution}"
                 )
             else:
@@ -118,4 +118,4 @@ def _adapter_from_entry_point(ep: EntryPoint) -> Adapter:
         raise ConfigError(
             [f"adapter {ep.name} from {dist} has no Settings model or from_settings() classmethod"]
         )
-    return Adapter(kind=kind, type=type_, factory=factory, distribution=dist)
+    return Adapter(kind=kind, name=type_, factory=factory, distribution=dist)

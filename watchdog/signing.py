@@ -27,9 +27,7 @@ def sign_headers(secret: str, body: bytes, now: float) -> dict[str, str]:
     return {TIMESTAMP_HEADER: ts, SIGNATURE_HEADER: signature(secret, ts, body)}
 
 
-def verify(
-    headers: Mapping[str, str], body: bytes, secrets: Iterable[str], now: float
-) -> str | None:
+def verify(headers: Mapping[str, str], body: bytes, secrets: Iterable[str], now: float) -> str | None:
     """Check a signed request; return None when it is genuine and fresh, else what is wrong.
 
     Every accepted secret is tried (rotation), each comparison in constant time.

@@ -1,6 +1,9 @@
-"""Configuration: the schema (:mod:`.models`) and the file loader (:mod:`.loader`)."""
+"""Configuration: the schema (:mod:`.models`) and the file loader (:mod:`.loader`).
 
-from watchdog.config.loader import LoadedConfig, load_config, load_config_text
+Only the schema is re-exported here: the loader depends on the analysis package (to refuse checks
+it cannot analyse), which itself depends on the schema.
+"""
+
 from watchdog.config.models import (
     CheckConfig,
     PolicyConfig,
@@ -9,13 +12,4 @@ from watchdog.config.models import (
     parse_duration,
 )
 
-__all__ = [
-    "CheckConfig",
-    "LoadedConfig",
-    "PolicyConfig",
-    "WatchdogConfig",
-    "format_duration",
-    "load_config",
-    "load_config_text",
-    "parse_duration",
-]
+__all__ = ["CheckConfig", "PolicyConfig", "WatchdogConfig", "format_duration", "parse_duration"]

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from watchdog.analysis.policy import unsupported
 from watchdog.config.models import Location, WatchdogConfig, reference_problems
 from watchdog.errors import ConfigError
 from watchdog.plugins import PluginRegistry
@@ -53,9 +54,7 @@ def load_config(
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{name}: cannot read: {exc.strerror or exc}"]) from exc
-    return load_config_text(
-        text, name, registry, strict_secrets=strict_secrets, environ=environ
-    )
+    return load_config_text(text, name, registry, strict_secrets=strict_secrets, environ=environ)
 
 
 def load_config_text(
@@ -93,6 +92,11 @@ def load_config_text(
         raise ConfigError([f"{where(loc)}: {msg}" for loc, msg in _errors(exc)]) from exc
 
     problems.extend(f"{where(loc)}: {msg}" for loc, msg in reference_problems(config))
+    for i, policy in enumerate(config.policies):
+        for j, check in enumerate(policy.checks):
+            why = unsupported(check)
+            if why:
+                problems.append(f"{where(('policies', i, 'checks', j, 'type'))}: {why}")
     settings: dict[tuple[str, str], BaseModel] = {}
     for section, kind in ADAPTER_SECTIONS.items():
         for adapter_name, entry in getattr(config, section).items():
@@ -102,13 +106,9 @@ def load_config_text(
                 problems.append(f"{where(loc)}: {registry.unknown_type_message(kind, entry.type)}")
                 continue
             try:
-                settings[(section, adapter_name)] = adapter.settings_model.model_validate(
-                    entry.settings
-                )
+                settings[(section, adapter_name)] = adapter.settings_model.model_validate(entry.settings)
             except ValidationError as exc:
-                problems.extend(
-                    f"{where((section, adapter_name, *loc))}: {msg}" for loc, msg in _errors(exc)
-                )
+                problems.extend(f"{where((section, adapter_name, *loc))}: {msg}" for loc, msg in _errors(exc))
     for source in config.sources:
         if registry.find("source", source) is None:
             problems.append(
@@ -157,9 +157,7 @@ class _Interpolator:
         (self.problems if self.strict else self.warnings).append(message)
 
 
-def _to_python(
-    node: yaml.Node, loc: Location, lines: dict[Location, int], interpolate: _Interpolator
-) -> Any:
+def _to_python(node: yaml.Node, loc: Location, lines: dict[Location, int], interpolate: _Interpolator) -> Any:
     lines.setdefault(loc, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
@@ -170,9 +168,7 @@ def _to_python(
             out[key] = _to_python(value_node, child, lines, interpolate)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [
-            _to_python(item, (*loc, i), lines, interpolate) for i, item in enumerate(node.value)
-        ]
+        return [_to_python(item, (*loc, i), lines, interpolate) for i, item in enumerate(node.value)]
     assert isinstance(node, yaml.ScalarNode)
     value = _scalar(node)
     if isinstance(value, str):
@@ -182,7 +178,7 @@ def _to_python(
 
 def _scalar(node: yaml.Node) -> Any:
     """A scalar node's value with YAML's usual typing (``true``, ``3``, ``0.01``)."""
-    return yaml.SafeLoader("").construct_object(node, deep=True)  # type: ignore[no-untyped-call]
+    return yaml.SafeLoader("").construct_object(node, deep=True)
 
 
 def _line_of(loc: Location, lines: dict[Location, int]) -> int:

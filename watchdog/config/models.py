@@ -72,9 +72,7 @@ class ApiToken(_Section):
 SecretList = Annotated[
     list[str],
     BeforeValidator(lambda v: [v] if isinstance(v, str) else v),
-    WithJsonSchema(
-        {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
-    ),
+    WithJsonSchema({"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}),
 ]
 
 
@@ -234,8 +232,7 @@ class PolicyConfig(_Section):
     def matches(self, fields: dict[str, str]) -> bool:
         """Whether every `match` glob fits the event's field (or label) of that name."""
         return all(
-            key in fields and fnmatch.fnmatchcase(fields[key], pattern)
-            for key, pattern in self.match.items()
+            key in fields and fnmatch.fnmatchcase(fields[key], pattern) for key, pattern in self.match.items()
         )
 
 
@@ -282,9 +279,7 @@ def reference_problems(config: WatchdogConfig) -> list[tuple[Location, str]]:
             )
         for j, name in enumerate(policy.notify):
             if name not in config.notify:
-                problems.append(
-                    (("policies", i, "notify", j), f"{name!r} is not defined under `notify`")
-                )
+                problems.append((("policies", i, "notify", j), f"{name!r} is not defined under `notify`"))
         for j, check in enumerate(policy.checks):
             if check.provider not in config.providers:
                 problems.append(

@@ -1,0 +1,77 @@
+"""A policy's verdict from its checks' verdicts (DESIGN §7, "Budget" and "Verdicts").
+
+The policy's ``alpha`` covers the whole bake and all its checks: each check gets ``alpha / k``, so by
+a union bound the chance that any check of a healthy deploy ever crosses its threshold stays under
+``alpha``. Blindness (no data, provider down, too little traffic) is kept apart from failure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from watchdog.analysis.checks import RatioCheck
+from watchdog.config.models import CheckConfig, PolicyConfig
+from watchdog.model import CheckReport, Verdict
+
+
+def unsupported(check: CheckConfig) -> str | None:
+    """Why this release cannot analyse ``check`` yet, or None."""
+    if check.type != "ratio":
+        return f"check type {check.type!r} is not available yet in this version (ratio is)"
+    if check.compare == "before":
+        return "compare: before is not available yet in this version (baseline and slo are)"
+    if check.test != "sequential":
+        return f"test {check.test!r} is not available yet in this version"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Where a bake stands after a poll: ``verdict`` FAIL means roll back."""
+
+    verdict: Verdict
+    reason: str
+    reports: tuple[CheckReport, ...]
+
+
+class PolicyAnalysis:
+    """All checks of one deployment under one policy."""
+
+    def __init__(self, policy: PolicyConfig) -> None:
+        self.policy = policy
+        share = policy.alpha / len(policy.checks)
+        self.checks = {c.name: RatioCheck(c, share) for c in policy.checks}
+
+    def decide(self, *, final: bool) -> Decision:
+        """The verdict now; ``final`` when the bake window is over."""
+        reports = tuple(c.report(final=final) for c in self.checks.values())
+        failing = [
+            (self.checks[r.name].config, r)
+            for r in reports
+            if r.verdict is Verdict.FAIL and not self.checks[r.name].config.dry_run
+        ]
+        critical = [r for cfg, r in failing if cfg.critical]
+        if critical or len(failing) >= self.policy.failed_checks_to_rollback:
+            shown = critical or [r for _, r in failing]
+            reason = "; ".join(r.summary for r in shown)
+            return Decision(Verdict.FAIL, reason, reports)
+        if not final:
+            return Decision(Verdict.PENDING, "baking", reports)
+        blind = [r for r in reports if r.verdict is Verdict.INCONCLUSIVE]
+        if blind:
+            reason = "; ".join(r.summary for r in blind)
+            if self.policy.on_no_data == "rollback":
+                return Decision(Verdict.FAIL, f"blind at the end of the bake: {reason}", reports)
+            if self.policy.on_no_data == "hold":
+                return Decision(Verdict.INCONCLUSIVE, reason, reports)
+        passed = ", ".join(r.name for r in reports if r.verdict is Verdict.PASS) or "none"
+        return Decision(Verdict.PASS, f"bake ended without evidence of regression ({passed})", reports)
+
+    def to_state(self) -> dict[str, Any]:
+        return {name: check.to_state() for name, check in self.checks.items()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        for name, check in self.checks.items():
+            if isinstance(state.get(name), dict):
+                check.load_state(state[name])

@@ -1,0 +1,174 @@
+"""Owns the Watch tasks: starts one per baking deployment, resumes them after a restart, finishes
+interrupted rollbacks, and stops them all within a bound on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Coroutine, Mapping
+from typing import Any
+from dataclasses import dataclass, field
+
+import structlog
+
+from watchdog.actions import Actions
+from watchdog.clock import Clock
+from watchdog.config.models import PolicyConfig, WatchdogConfig
+from watchdog.metrics import WatchdogMetrics
+from watchdog.model import AuditEntry, CheckReport, DeployEvent, Deployment, State
+from watchdog.ports import MetricsProvider
+from watchdog.store import Store
+from watchdog.tasks import TaskGroup
+from watchdog.watch import Watch
+
+log = structlog.get_logger("watchdog.supervisor")
+
+
+@dataclass
+class Supervisor:
+    config: WatchdogConfig
+    store: Store
+    providers: Mapping[str, MetricsProvider]
+    actions: Actions
+    clock: Clock
+    metrics: WatchdogMetrics
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.group = TaskGroup("watch")
+        self.watches: dict[str, asyncio.Task[None]] = {}
+        self.started = False
+
+    def policy(self, name: str | None) -> PolicyConfig | None:
+        return next((p for p in self.config.policies if p.name == name), None)
+
+    async def start(self) -> None:
+        """Resume what a previous run left: baking deployments and interrupted rollbacks."""
+        for deployment in await self.store.active():
+            policy = self.policy(deployment.policy)
+            if policy is None:
+                await self._orphan(deployment)
+            elif deployment.state is State.ROLLING_BACK:
+                log.warning("rollback.resumed", deployment_id=deployment.id)
+                await self.store.add_audit(
+                    deployment.id,
+                    AuditEntry(
+                        self.clock.now(),
+                        "watchdog",
+                        "rollback.resumed",
+                        "the daemon stopped during this rollback; re-sending the same key",
+                    ),
+                )
+                self._spawn(deployment, self._resume_rollback(deployment, policy))
+            elif deployment.state is State.BAKING:
+                log.info("watch.resumed", deployment_id=deployment.id, polls=deployment.polls)
+                self._spawn(deployment, self._watch(deployment, policy))
+        self.started = True
+        await self.refresh_gauges()
+
+    async def submit(self, event: DeployEvent) -> tuple[Deployment, bool]:
+        """Record a deploy event (idempotent by its id) and start watching it if it is new."""
+        fields = {
+            "service": event.service,
+            "environment": event.environment,
+            "source": event.source,
+            "strategy": event.strategy or "",
+            **event.labels,
+        }
+        policy = self.config.policy_for(fields)
+        if event.baseline_version is None:
+            previous = await self.store.last_passed_version(event.service, event.environment)
+            if previous is not None and previous != event.version:
+                event = dataclasses.replace(event, baseline_version=previous)
+        now = self.clock.now()
+        if policy is None:
+            reason = (
+                f"no policy matches service={event.service!r} environment={event.environment!r}; "
+                "recorded, not watched"
+            )
+            deployment, created = await self.store.create(event, None, State.ABORTED, now, reason)
+        else:
+            deployment, created = await self.store.create(
+                event, policy.name, State.BAKING, now, f"policy {policy.name}"
+            )
+            if created:
+                self._spawn(deployment, self._watch(deployment, policy))
+        if created:
+            log.info(
+                "deployment.created",
+                deployment_id=deployment.id,
+                service=event.service,
+                version=event.version,
+                policy=policy.name if policy else None,
+            )
+            await self.refresh_gauges()
+        return deployment, created
+
+    def _spawn(self, deployment: Deployment, coro: Coroutine[Any, Any, None]) -> None:
+        task = self.group.spawn(coro, deployment.id)
+        self.watches[deployment.id] = task
+        self.metrics.active_watches.set(len(self.watches))
+
+        def forget(_: asyncio.Task[None]) -> None:
+            self.watches.pop(deployment.id, None)
+            self.metrics.active_watches.set(len(self.watches))
+
+        task.add_done_callback(forget)
+
+    async def _watch(self, deployment: Deployment, policy: PolicyConfig) -> None:
+        async def persist(polls: int, reports: tuple[CheckReport, ...], state: dict[str, object]) -> None:
+            await self.store.record_poll(deployment.id, polls, reports, dict(state), self.clock.now())
+
+        watch = Watch(
+            deployment=deployment,
+            policy=policy,
+            providers=self.providers,
+            clock=self.clock,
+            stop=self.stop,
+            metrics=self.metrics,
+            on_poll=persist,
+        )
+        decision = await watch.run()
+        if decision is None:
+            return  # stopped: the deployment stays baking and resumes on the next start
+        current = await self.store.get(deployment.id)
+        if current is None or current.state not in (State.BAKING, State.PAUSED):
+            return  # an operator or a newer deploy decided first
+        await self.actions.conclude(current, policy, decision)
+        await self.refresh_gauges()
+
+    async def _resume_rollback(self, deployment: Deployment, policy: PolicyConfig) -> None:
+        await self.actions.execute_rollback(deployment, policy, actor="watchdog")
+        await self.refresh_gauges()
+
+    async def _orphan(self, deployment: Deployment) -> None:
+        """A deployment whose policy was removed from the config: stop it visibly, do nothing."""
+        now = self.clock.now()
+        reason = f"policy {deployment.policy!r} is no longer in the config"
+        await self.store.transition(
+            deployment.id,
+            (State.BAKING, State.PAUSED, State.ROLLING_BACK),
+            State.ABORTED,
+            now,
+            reason=reason,
+            decided=True,
+            audit=AuditEntry(now, "watchdog", "aborted", reason),
+        )
+        log.warning("watch.orphaned", deployment_id=deployment.id, reason=reason)
+
+    async def refresh_gauges(self) -> None:
+        counts = await self.store.count_by_state()
+        for state in State:
+            self.metrics.deployments.labels(state=state.value).set(counts.get(state.value, 0))
+
+    def healthy(self) -> bool:
+        return self.started and not self.stop.is_set()
+
+    async def shutdown(self, timeout: float) -> None:
+        """Stop every Watch: they wake at once, finish the poll in flight, and return. Stragglers
+        (a rollback in progress) get ``timeout`` seconds, then are cancelled; a cancelled rollback
+        stays ``rolling_back`` and is resumed with the same idempotency key on the next start."""
+        self.stop.set()
+        if not await self.group.wait(timeout):
+            log.warning("shutdown.cancelling", tasks=len(self.group.tasks))
+            await self.group.cancel_all()
