@@ -69,9 +69,16 @@ class ApiToken(_Section):
     """viewer reads; operator pauses, resumes, rolls back and aborts; admin also promotes and freezes."""
 
 
+def _secret_list(value: Any) -> Any:
+    items = [value] if isinstance(value, str) else value
+    if isinstance(items, list) and any(isinstance(s, str) and not s.strip() for s in items):
+        raise ValueError("a webhook secret is empty (is its environment variable set to ''?)")
+    return items
+
+
 SecretList = Annotated[
     list[str],
-    BeforeValidator(lambda v: [v] if isinstance(v, str) else v),
+    BeforeValidator(_secret_list),
     WithJsonSchema({"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}),
 ]
 
