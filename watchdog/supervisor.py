@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Coroutine, Mapping
-from typing import Any
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 

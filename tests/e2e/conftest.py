@@ -69,8 +69,6 @@ class Stack:
     config: Path
 
 
-
-
 @pytest.fixture
 async def stack_factory(tmp_path: Path) -> AsyncIterator[Callable[..., object]]:
     """Builds the whole stack; ``new_error_rate`` sets how bad the canary is."""

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from tests.e2e.conftest import OPERATOR, SECRET, VIEWER, deploy_body
-from tests.support.daemon import post_event, wait_for_state
+from tests.support.daemon import eventually, post_event, wait_for_state
 
 AUTH = {"Authorization": f"Bearer {VIEWER}"}
 
@@ -35,6 +35,7 @@ async def test_bad_canary_is_rolled_back_exactly_once_and_slack_is_told(stack_fa
     assert len(rollbacks) == 1
     assert rollbacks[0].headers["Idempotency-Key"] == f"{deployment_id}:rollback"
     assert rollbacks[0].json()["id"] == deployment_id
+    await eventually(lambda: s.slack.requests)
     assert len(s.slack.requests) == 1
     message = s.slack.requests[0].json()
     text = str(message)
@@ -70,6 +71,7 @@ async def test_failed_rollback_ends_rollback_failed_and_is_notified(stack_factor
     assert final["state"] == "rollback_failed"
     assert "403" in final["rollback"]["error"]
     assert len(s.hook.requests) == 1
+    await eventually(lambda: s.slack.requests)
     assert "FAILED" in str(s.slack.requests[0].json())
 
 
@@ -91,7 +93,11 @@ async def test_webhook_intake_refuses_forged_malformed_and_duplicate_events(stac
     status, body = await post_event(session, base, {**deploy_body("typo"), "baseline": "v1"}, SECRET)
     assert status == 422 and "baseline" in body["detail"]
     status, body = await post_event(
-        session, base, deploy_body("form"), SECRET, headers={"Content-Type": "application/x-www-form-urlencoded"}
+        session,
+        base,
+        deploy_body("form"),
+        SECRET,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
     assert status == 415
     status, body = await post_event(session, base, b"[" * 100_000 + b"]" * 100_000, SECRET)
@@ -162,7 +168,9 @@ async def test_crash_mid_bake_resumes_with_its_evidence(stack_factory: Any) -> N
     s.daemon.kill()
     s.daemon.start()
     await s.daemon.wait_ready(s.base)
-    final = await wait_for_state(s.session, s.base, deployment_id, {"passed", "inconclusive", "rolled_back"}, VIEWER, 20)
+    final = await wait_for_state(
+        s.session, s.base, deployment_id, {"passed", "inconclusive", "rolled_back"}, VIEWER, 20
+    )
     assert final["state"] == "passed", final
     assert final["polls"] == 8
     async with s.session.get(f"{s.base}/v1/deployments", headers=AUTH) as r:

@@ -13,6 +13,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -167,3 +168,13 @@ async def wait_for_state(
             return last
         await asyncio.sleep(0.2)
     raise AssertionError(f"deployment never reached {states}; last: {json.dumps(last, indent=1)}")
+
+
+async def eventually(condition: Callable[[], object], timeout: float = 5.0) -> None:
+    """Wait until ``condition()`` is truthy: for effects that follow a state change (a notification
+    is sent after the state it reports is stored)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.05)

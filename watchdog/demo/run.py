@@ -11,6 +11,7 @@ production.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 import sys
@@ -123,8 +124,11 @@ async def run_demo(registry: PluginRegistry, *, healthy: bool = False, out: Text
         _line(out, "rollback-watchdog demo")
         _line(out, f"  stable  checkout v1  {stable.metrics_url}  ({STABLE_ERROR_RATE:.1%} errors)")
         _line(out, f"  canary  checkout v2  {canary.metrics_url}  ({STABLE_ERROR_RATE:.1%} errors for now)")
-        _line(out, f"  daemon  {base}  policy {policy.name}: bake {policy.bake:.0f}s, poll every "
-                   f"{policy.interval:.0f}s, alpha {policy.alpha}")
+        _line(
+            out,
+            f"  daemon  {base}  policy {policy.name}: bake {policy.bake:.0f}s, poll every "
+            f"{policy.interval:.0f}s, alpha {policy.alpha}",
+        )
         _line(out)
         async with aiohttp.ClientSession() as session:
             deployment_id = await _deploy(session, base, secret)
@@ -142,7 +146,9 @@ async def run_demo(registry: PluginRegistry, *, healthy: bool = False, out: Text
                 if not flipped and time.monotonic() - started >= FAIL_AFTER:
                     canary.error_rate = CANARY_ERROR_RATE
                     flipped = True
-                    _line(out, f"!! v2 starts failing: {CANARY_ERROR_RATE:.0%} of its requests now return 500")
+                    _line(
+                        out, f"!! v2 starts failing: {CANARY_ERROR_RATE:.0%} of its requests now return 500"
+                    )
                 async with session.get(
                     f"{base}/v1/deployments/{deployment_id}",
                     headers={"Authorization": f"Bearer {token}"},
@@ -158,9 +164,12 @@ async def run_demo(registry: PluginRegistry, *, healthy: bool = False, out: Text
                 canary.rps = 0  # the hook "rolled back": v2 gets no more traffic
         _line(out)
         _line(out, f"⇒ {final['state'].upper()} after {final['polls']} polls: {final['reason']}")
-        for path, headers, body in hook.received:
-            _line(out, f"→ rollback hook got POST {path} with Idempotency-Key "
-                       f"{headers.get('Idempotency-Key')} for {body['service']} {body['version']}")
+        for hook_path, headers, body in hook.received:
+            _line(
+                out,
+                f"→ rollback hook got POST {hook_path} with Idempotency-Key "
+                f"{headers.get('Idempotency-Key')} for {body['service']} {body['version']}",
+            )
         if not hook.received:
             _line(out, "→ the rollback hook was never called")
         await _wait(slack.event, 5.0)
@@ -226,10 +235,8 @@ async def _deploy(session: aiohttp.ClientSession, base: str, secret: str) -> str
 
 
 async def _wait(event: asyncio.Event, timeout: float) -> None:
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(event.wait(), timeout)
-    except TimeoutError:
-        pass
 
 
 def _free_port() -> int:

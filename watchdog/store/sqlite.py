@@ -7,6 +7,7 @@ workload is a few writes per poll per deployment.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Collection
@@ -74,6 +75,9 @@ class SqliteStore:
     def __init__(self, url: str) -> None:
         self.path = sqlite_path(url)
         self._db: aiosqlite.Connection | None = None
+        # One connection is shared by every coroutine: a transaction must not interleave with
+        # another's statements, so every write holds this lock.
+        self._write = asyncio.Lock()
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -120,6 +124,21 @@ class SqliteStore:
         self, event: DeployEvent, policy: str | None, state: State, now: float, reason: str = ""
     ) -> tuple[Deployment, bool]:
         new_id = uuid.uuid4().hex
+        async with self._write:
+            created = await self._insert(new_id, event, policy, state, now, reason)
+        async with self.db.execute(
+            "SELECT id FROM deployments WHERE source = ? AND event_id = ?",
+            (event.source, event.event_id),
+        ) as c:
+            row = await c.fetchone()
+        assert row is not None
+        deployment = await self.get(row["id"])
+        assert deployment is not None
+        return deployment, created
+
+    async def _insert(
+        self, new_id: str, event: DeployEvent, policy: str | None, state: State, now: float, reason: str
+    ) -> bool:
         await self.db.execute("BEGIN IMMEDIATE")
         try:
             cur = await self.db.execute(
@@ -154,15 +173,7 @@ class SqliteStore:
         except BaseException:
             await self.db.execute("ROLLBACK")
             raise
-        async with self.db.execute(
-            "SELECT id FROM deployments WHERE source = ? AND event_id = ?",
-            (event.source, event.event_id),
-        ) as c:
-            row = await c.fetchone()
-        assert row is not None
-        deployment = await self.get(row["id"])
-        assert deployment is not None
-        return deployment, created
+        return created
 
     async def get(self, deployment_id: str) -> Deployment | None:
         async with self.db.execute("SELECT * FROM deployments WHERE id = ?", (deployment_id,)) as c:
@@ -235,18 +246,19 @@ class SqliteStore:
             args.append(json.dumps(rollback))
         froms = [s.value for s in allowed_from]
         marks = ",".join("?" * len(froms))
-        await self.db.execute("BEGIN IMMEDIATE")
-        try:
-            cur = await self.db.execute(
-                f"UPDATE deployments SET {', '.join(sets)} WHERE id = ? AND state IN ({marks})",
-                (*args, deployment_id, *froms),
-            )
-            if cur.rowcount == 1 and audit is not None:
-                await self._insert_audit(deployment_id, audit)
-            await self.db.execute("COMMIT")
-        except BaseException:
-            await self.db.execute("ROLLBACK")
-            raise
+        async with self._write:
+            await self.db.execute("BEGIN IMMEDIATE")
+            try:
+                cur = await self.db.execute(
+                    f"UPDATE deployments SET {', '.join(sets)} WHERE id = ? AND state IN ({marks})",
+                    (*args, deployment_id, *froms),
+                )
+                if cur.rowcount == 1 and audit is not None:
+                    await self._insert_audit(deployment_id, audit)
+                await self.db.execute("COMMIT")
+            except BaseException:
+                await self.db.execute("ROLLBACK")
+                raise
         current = await self.get(deployment_id)
         if current is None:
             raise KeyError(deployment_id)
@@ -265,19 +277,15 @@ class SqliteStore:
         analysis: dict[str, Any],
         now: float,
     ) -> None:
-        await self.db.execute(
-            "UPDATE deployments SET polls = ?, checks = ?, analysis = ?, updated_at = ? WHERE id = ?",
-            (
-                polls,
-                json.dumps([c.to_json() for c in checks]),
-                json.dumps(analysis),
-                now,
-                deployment_id,
-            ),
-        )
+        row = (polls, json.dumps([c.to_json() for c in checks]), json.dumps(analysis), now, deployment_id)
+        async with self._write:
+            await self.db.execute(
+                "UPDATE deployments SET polls = ?, checks = ?, analysis = ?, updated_at = ? WHERE id = ?", row
+            )
 
     async def add_audit(self, deployment_id: str, entry: AuditEntry) -> None:
-        await self._insert_audit(deployment_id, entry)
+        async with self._write:
+            await self._insert_audit(deployment_id, entry)
 
     async def last_passed_version(self, service: str, environment: str) -> str | None:
         async with self.db.execute(

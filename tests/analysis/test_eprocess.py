@@ -1,0 +1,195 @@
+"""The e-processes behind ratio checks: valid under every-poll peeking, fast on real regressions."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+from scipy.special import logsumexp
+
+from watchdog.analysis.eprocess import OneSampleRatio, TwoSampleRatio
+
+
+def _first_crossing(
+    test: TwoSampleRatio,
+    rng: np.random.Generator,
+    p_c: float,
+    p_b: float,
+    n_c: int | np.ndarray,
+    n_b: int | np.ndarray,
+    polls: int,
+    threshold: float,
+) -> int | None:
+    for k in range(polls):
+        nc = int(n_c[k]) if isinstance(n_c, np.ndarray) else n_c
+        nb = int(n_b[k]) if isinstance(n_b, np.ndarray) else n_b
+        test.update(rng.binomial(nc, p_c), nc, rng.binomial(nb, p_b), nb)
+        if test.e_value >= threshold:
+            return k + 1
+    return None
+
+
+def _under_alpha(false_alarms: int, runs: int, alpha: float) -> bool:
+    """The observed rate is compatible with a true rate <= alpha (one-sided test at 0.1 %)."""
+    return stats.binomtest(false_alarms, runs, alpha, alternative="greater").pvalue > 0.001
+
+
+@pytest.mark.parametrize(("rate", "n"), [(0.005, 200), (0.02, 50), (0.001, 1000)])
+def test_two_sample_false_rollbacks_stay_under_alpha_when_peeking_every_poll(rate: float, n: int) -> None:
+    """Healthy canary, 60 polls, the e-value looked at after each: the share of runs that ever cross
+    1/alpha stays under alpha (Ville's inequality), across traffic levels."""
+    rng = np.random.default_rng(7)
+    alpha, runs = 0.05, 600
+    alarms = sum(
+        _first_crossing(TwoSampleRatio(), rng, rate, rate, n, n, 60, 1 / alpha) is not None
+        for _ in range(runs)
+    )
+    assert _under_alpha(alarms, runs, alpha), alarms
+
+
+def test_two_sample_null_holds_when_the_traffic_split_changes_every_poll() -> None:
+    """A canary ramping from 5 % to 50 % of traffic (and a shrinking baseline) does not fake a
+    regression: the per-interval conditional test absorbs the split."""
+    rng = np.random.default_rng(11)
+    alpha, runs, polls = 0.05, 400, 40
+    n_c = np.linspace(20, 400, polls).astype(int)
+    n_b = np.linspace(400, 200, polls).astype(int)
+    alarms = sum(
+        _first_crossing(TwoSampleRatio(), rng, 0.01, 0.01, n_c, n_b, polls, 1 / alpha) is not None
+        for _ in range(runs)
+    )
+    assert _under_alpha(alarms, runs, alpha), alarms
+
+
+def test_two_sample_null_is_composite_a_better_canary_never_fails() -> None:
+    """A canary with half the baseline's errors is inside the null: no rollbacks at all here."""
+    rng = np.random.default_rng(3)
+    alarms = sum(
+        _first_crossing(TwoSampleRatio(), rng, 0.005, 0.01, 300, 300, 60, 100) is not None for _ in range(300)
+    )
+    assert alarms == 0
+
+
+@pytest.mark.parametrize("theta_true_factor", [1.0, 0.8, 0.5])
+def test_two_sample_per_interval_likelihood_ratio_has_expectation_at_most_one(
+    theta_true_factor: float,
+) -> None:
+    """The supermartingale property, computed exactly with scipy's binomial pmf: for every grid
+    alternative, E[LR] = 1 at the null's boundary and below it inside the null."""
+    test = TwoSampleRatio()
+    n_c, n_b, bad = 300, 500, 12
+    theta0 = n_c / (n_c + n_b)
+    theta_true = theta0 * theta_true_factor
+    x = np.arange(bad + 1)
+    pmf = stats.binom.pmf(x, bad, theta_true)
+    theta = test.rho * n_c / (test.rho * n_c + n_b)
+    lr = (theta[:, None] / theta0) ** x * ((1 - theta[:, None]) / (1 - theta0)) ** (bad - x)
+    expectation = (lr * pmf).sum(axis=1)
+    if theta_true_factor == 1.0:
+        assert np.allclose(expectation, 1.0)
+    else:
+        assert np.all(expectation < 1.0)
+
+
+def test_two_sample_mixture_matches_its_closed_form() -> None:
+    """After several updates the e-value equals the mean over the grid of the products of the
+    binomial likelihood ratios, each computed independently with scipy."""
+    test = TwoSampleRatio()
+    data = [(3, 200, 1, 210), (5, 190, 2, 220), (0, 180, 1, 205)]
+    for row in data:
+        test.update(*row)
+    expected = 0.0
+    for rho in test.rho:
+        product = 1.0
+        for bad_c, n_c, bad_b, n_b in data:
+            theta0 = n_c / (n_c + n_b)
+            theta = rho * n_c / (rho * n_c + n_b)
+            product *= stats.binom.pmf(bad_c, bad_c + bad_b, theta) / stats.binom.pmf(
+                bad_c, bad_c + bad_b, theta0
+            )
+        expected += product / len(test.rho)
+    assert math.isclose(test.e_value, expected, rel_tol=1e-9)
+
+
+def test_two_sample_detects_a_twenty_fold_regression_within_three_polls() -> None:
+    """10 % errors against 0.5 %, 200 requests per poll per arm: crossed within 3 polls in every
+    one of 200 seeded runs."""
+    rng = np.random.default_rng(5)
+    delays = [_first_crossing(TwoSampleRatio(), rng, 0.10, 0.005, 200, 200, 30, 100) for _ in range(200)]
+    assert all(d is not None and d <= 3 for d in delays), delays
+
+
+def test_two_sample_detects_a_doubling_at_moderate_traffic() -> None:
+    """0.5 % doubling at 10 req/s with 30 s polls (300 requests per poll): most runs are caught
+    within a 30 minute bake (60 polls), as DESIGN §7's reference point expects."""
+    rng = np.random.default_rng(9)
+    delays = [_first_crossing(TwoSampleRatio(), rng, 0.01, 0.005, 300, 300, 60, 100) for _ in range(200)]
+    caught = [d for d in delays if d is not None]
+    assert len(caught) / len(delays) >= 0.8
+    assert float(np.median(caught)) * 30 / 60 < 20  # median minutes to detect
+
+
+def test_intervals_without_events_or_bad_events_leave_the_evidence_unchanged() -> None:
+    """Zero traffic in an arm or no bad events at all carry no information about the ratio."""
+    test = TwoSampleRatio()
+    for row in [(0, 0, 0, 100), (0, 100, 0, 0), (0, 100, 0, 100)]:
+        test.update(*row)
+    assert test.e_value == 1.0
+
+
+def test_direction_decrease_flags_a_drop_and_not_a_rise() -> None:
+    """`direction: decrease` (a success ratio): a drop is evidence, a rise is not."""
+    drop, rise = TwoSampleRatio("decrease"), TwoSampleRatio("decrease")
+    for _ in range(5):
+        drop.update(5, 200, 50, 200)
+        rise.update(50, 200, 5, 200)
+    assert drop.e_value > 100
+    assert rise.e_value < 1
+
+
+def test_one_sample_false_rollbacks_stay_under_alpha_at_the_objective() -> None:
+    """Exactly at the SLO objective, peeking every poll for 60 polls: under alpha."""
+    rng = np.random.default_rng(13)
+    alpha, runs, alarms = 0.05, 600, 0
+    for _ in range(runs):
+        test = OneSampleRatio(0.01)
+        for _ in range(60):
+            test.update(rng.binomial(200, 0.01), 200)
+            if test.e_value >= 1 / alpha:
+                alarms += 1
+                break
+    assert _under_alpha(alarms, runs, alpha), alarms
+
+
+@pytest.mark.parametrize("p_true", [0.01, 0.008, 0.002])
+def test_one_sample_likelihood_ratio_expectation_is_at_most_one_inside_the_null(p_true: float) -> None:
+    """Exact expectation with scipy's pmf: 1 at the objective, below 1 under it."""
+    test = OneSampleRatio(0.01)
+    n = 400
+    x = np.arange(n + 1)
+    log_pmf = stats.binom.logpmf(x, n, p_true)
+    log_lr = x * np.log(test.p[:, None] / 0.01) + (n - x) * (np.log1p(-test.p[:, None]) - math.log1p(-0.01))
+    expectation = np.exp(logsumexp(log_lr + log_pmf, axis=1))
+    assert np.all(expectation <= 1 + 1e-9)
+
+
+def test_one_sample_catches_an_slo_breach() -> None:
+    """5 % errors against a 1 % objective at 200 requests a poll: crossed within 3 polls."""
+    test = OneSampleRatio(0.01)
+    for _ in range(3):
+        test.update(10, 200)
+    assert test.e_value >= 100
+
+
+def test_state_round_trips_so_a_resumed_watch_keeps_its_evidence() -> None:
+    """to_state/load_state restores the same e-value; a state of the wrong shape is ignored."""
+    test = TwoSampleRatio()
+    test.update(6, 200, 1, 200)
+    restored = TwoSampleRatio()
+    restored.load_state(test.to_state())
+    assert restored.e_value == test.e_value
+    ignored = TwoSampleRatio()
+    ignored.load_state({"log_lr": [1.0, 2.0]})
+    assert ignored.e_value == 1.0

@@ -1,0 +1,159 @@
+"""The Watch loop in virtual time with fake providers: the same loop replay and the daemon run."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+from watchdog.clock import VirtualClock
+from watchdog.config.models import PolicyConfig
+from watchdog.errors import ProviderQueryError, ProviderUnavailable
+from watchdog.model import DeployEvent, Deployment, State, Verdict
+from watchdog.ports import Sample
+from watchdog.testing import FakeMetricsProvider
+from watchdog.watch import Watch
+
+POLICY = PolicyConfig.model_validate(
+    {
+        "name": "p",
+        "bake": "5m",
+        "interval": "30s",
+        "checks": [
+            {
+                "name": "errors",
+                "type": "ratio",
+                "provider": "prom",
+                "bad": 'sum(increase(req{version="{version}",code=~"5.."}[{interval}]))',
+                "total": 'sum(increase(req{version="{version}"}[{interval}]))',
+            }
+        ],
+    }
+)
+
+
+def deployment(**extra: object) -> Deployment:
+    event = DeployEvent(
+        source="generic", event_id="e1", service="checkout", version="v2", baseline_version="v1"
+    )
+    fields = {
+        "id": "d1",
+        "event": event,
+        "policy": "p",
+        "state": State.BAKING,
+        "verdict": Verdict.PENDING,
+        "created_at": 1000.0,
+        "updated_at": 1000.0,
+        **extra,
+    }
+    return Deployment(**fields)  # type: ignore[arg-type]
+
+
+def rates(canary_bad: float, baseline_bad: float, total: float = 200):
+    def script(query: str, at: float) -> list[Sample]:
+        version = re.search(r'version="([^"]+)"', query).group(1)  # type: ignore[union-attr]
+        if "5.." in query:
+            return [Sample({}, canary_bad if version == "v2" else baseline_bad)]
+        return [Sample({}, total)]
+
+    return script
+
+
+async def run(provider: FakeMetricsProvider, d: Deployment | None = None, polls: list[int] | None = None):
+    clock = VirtualClock(1000.0)
+
+    async def on_poll(n, reports, state):
+        if polls is not None:
+            polls.append(n)
+
+    watch = Watch(
+        deployment=d or deployment(),
+        policy=POLICY,
+        providers={"prom": provider},
+        clock=clock,
+        stop=asyncio.Event(),
+        on_poll=on_poll,
+    )
+    return await watch.run(), clock, watch
+
+
+async def test_renders_queries_per_arm_and_polls_on_the_grid() -> None:
+    """Each poll queries canary and baseline at created_at + k * interval with {interval} = 30s."""
+    provider = FakeMetricsProvider(rates(1, 1))
+    decision, clock, _ = await run(provider)
+    assert decision is not None and decision.verdict is Verdict.PASS
+    times = sorted({at for _, at in provider.queries})
+    assert times == [1000.0 + 30 * k for k in range(1, 11)]
+    assert 'req{version="v2",code=~"5.."}[30s]' in provider.queries[0][0]
+    assert any('version="v1"' in q for q, _ in provider.queries)
+    assert clock.now() == 1300.0
+
+
+async def test_a_regression_is_decided_at_the_first_poll_that_crosses() -> None:
+    provider = FakeMetricsProvider(rates(20, 1))
+    decision, clock, watch = await run(provider)
+    assert decision is not None and decision.verdict is Verdict.FAIL
+    assert watch.polls == 1 and clock.now() == 1030.0
+
+
+async def test_provider_outage_blinds_the_check_and_never_fails_it() -> None:
+    """ProviderUnavailable on every poll: inconclusive at the end (on_no_data: hold), no rollback."""
+    provider = FakeMetricsProvider(lambda q, at: ProviderUnavailable("prom: 503 after 3 attempts"))
+    decision, _, _ = await run(provider)
+    assert decision is not None and decision.verdict is Verdict.INCONCLUSIVE
+    assert "503 after 3 attempts" in decision.reason
+
+
+async def test_a_bad_query_blinds_the_check_with_the_providers_message() -> None:
+    provider = FakeMetricsProvider(lambda q, at: ProviderQueryError("parse error at char 5"))
+    decision, _, _ = await run(provider)
+    assert decision is not None and "parse error at char 5" in decision.reason
+
+
+async def test_no_bad_series_means_zero_errors_not_no_data() -> None:
+    """PromQL's sum() over no 5xx series is an empty answer: with traffic present it counts as 0."""
+
+    def script(query: str, at: float) -> list[Sample]:
+        return [] if "5.." in query else [Sample({}, 200)]
+
+    decision, _, _ = await run(FakeMetricsProvider(script))
+    assert decision is not None and decision.verdict is Verdict.PASS
+
+
+async def test_an_adapter_bug_blinds_the_check_instead_of_killing_the_watch() -> None:
+    provider = FakeMetricsProvider(lambda q, at: KeyError("oops"))
+    decision, _, _ = await run(provider)
+    assert decision is not None and decision.verdict is Verdict.INCONCLUSIVE
+
+
+async def test_missing_baseline_version_is_blindness_with_a_reason() -> None:
+    event = DeployEvent(source="generic", event_id="e1", service="checkout", version="v2")
+    decision, _, _ = await run(FakeMetricsProvider(rates(1, 1)), deployment(event=event))
+    assert decision is not None and decision.verdict is Verdict.INCONCLUSIVE
+    assert "no baseline version known" in decision.reason
+
+
+async def test_a_resumed_watch_continues_on_the_same_grid_with_its_evidence() -> None:
+    """A deployment stored after 4 polls resumes at poll 5, and keeps the evidence it had."""
+    provider = FakeMetricsProvider(rates(1, 1))
+    first, _, watch = await run(provider)
+    assert first is not None
+    state = watch.analysis.to_state()
+    resumed_from = deployment(polls=4, analysis={"errors": {**state["errors"], "polls": 4}})
+    polls: list[int] = []
+    provider2 = FakeMetricsProvider(rates(1, 1))
+    decision, _, _ = await run(provider2, resumed_from, polls)
+    assert polls == [5, 6, 7, 8, 9, 10]
+    assert min(at for _, at in provider2.queries) == 1000.0 + 5 * 30
+
+
+async def test_stop_returns_none_without_a_decision() -> None:
+    stop = asyncio.Event()
+    stop.set()
+    watch = Watch(
+        deployment=deployment(),
+        policy=POLICY,
+        providers={"prom": FakeMetricsProvider(rates(1, 1))},
+        clock=VirtualClock(1000.0),
+        stop=stop,
+    )
+    assert await watch.run() is None
