@@ -3,9 +3,7 @@ setup of the integration tests (simulated apps scraped by a real Prometheus)."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,22 +11,16 @@ import pytest_asyncio
 
 from providers.metrics.prometheus import PrometheusProvider, PrometheusSettings
 from providers.metrics.scrape import ScrapeProvider, ScrapeSettings
-from watchdog.clock import SystemClock
-from watchdog.demo.simapp import SimulatedApp
-from watchdog.metrics import WatchdogMetrics
-from watchdog.plugins import AdapterContext
-
-if str(_ROOT := Path(__file__).resolve().parents[3]) not in sys.path:
-    # `tests.support` is imported by its full name; the `pytest` script does not put the
-    # repository root on sys.path (`python -m pytest` does).
-    sys.path.insert(0, str(_ROOT))
-
 from tests.providers.metrics.helpers import RPS, V2_ERROR_RATE, Live, ScriptedServer
 from tests.support.prometheus_server import (
     PrometheusMissing,
     PrometheusServer,
     find_binary,
 )
+from watchdog.clock import SystemClock
+from watchdog.demo.simapp import SimulatedApp
+from watchdog.metrics import WatchdogMetrics
+from watchdog.plugins import AdapterContext
 
 
 @pytest_asyncio.fixture
