@@ -11,7 +11,7 @@ from typing import Any
 from watchdog import __version__
 from watchdog.config.loader import ADAPTER_SECTIONS, LoadedConfig, load_config
 from watchdog.config.models import WatchdogConfig
-from watchdog.errors import ConfigError
+from watchdog.errors import ConfigError, StoreError
 from watchdog.logs import configure_logging
 from watchdog.plugins import PluginRegistry
 
@@ -86,12 +86,9 @@ def _serve(path: str, registry: PluginRegistry) -> int:
     configure_logging(loaded.config.logging.level, loaded.config.logging.format)
     try:
         return asyncio.run(serve(loaded, registry))
-    except OSError as exc:  # the port is taken, the store's directory is not writable, ...
+    except (OSError, StoreError) as exc:  # port taken, store unwritable or from a newer release
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
-    except ValueError as exc:  # a store URL this release cannot open
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
 
 
 def config_schema(registry: PluginRegistry) -> dict[str, Any]:

@@ -10,6 +10,7 @@ decides what to do from the class alone::
     │   │   └── ProviderUnavailable a metrics provider could not answer (the check is blind, not failing)
     │   └── PermanentError          retrying will not help (403, 404, bad query, host key mismatch)
     │       └── ProviderQueryError  the provider refused the query itself
+    ├── StoreError                  the store cannot be used (schema from a newer release)
     ├── StateConflict               an action the deployment's state does not allow (HTTP 409)
     └── EventRejected               a webhook that is refused, with its HTTP status and code
 """
@@ -54,6 +55,10 @@ class ProviderUnavailable(TemporaryError):
 
 class ProviderQueryError(PermanentError):
     """A metrics provider rejected the query (bad syntax, unknown metric function)."""
+
+
+class StoreError(WatchdogError):
+    """The store cannot be used as it is (a schema newer than this release, an unknown URL)."""
 
 
 class StateConflict(WatchdogError):

@@ -34,7 +34,7 @@ PLANNED: Final[dict[str, frozenset[str]]] = {
     "metrics": frozenset({"datadog", "cloudwatch", "newrelic"}),
     "rollback": frozenset({"kubernetes", "codedeploy", "ssh", "flag", "argo-rollouts"}),
     "notify": frozenset(),
-    "source": frozenset({"github", "gitlab", "argocd", "flagger", "codedeploy", "spinnaker"}),
+    "source": frozenset(),
 }
 
 

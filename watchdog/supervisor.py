@@ -14,6 +14,7 @@ import structlog
 from watchdog.actions import Actions
 from watchdog.clock import Clock
 from watchdog.config.models import PolicyConfig, WatchdogConfig
+from watchdog.errors import StateConflict
 from watchdog.metrics import WatchdogMetrics
 from watchdog.model import AuditEntry, CheckReport, DeployEvent, Deployment, State
 from watchdog.ports import MetricsProvider
@@ -68,12 +69,12 @@ class Supervisor:
 
     async def submit(self, event: DeployEvent) -> tuple[Deployment, bool]:
         """Record a deploy event (idempotent by its id) and start watching it if it is new."""
-        fields = {
+        fields = {  # labels first: a label named `service` must not outrank the real service
+            **event.labels,
             "service": event.service,
             "environment": event.environment,
             "source": event.source,
             "strategy": event.strategy or "",
-            **event.labels,
         }
         policy = self.config.policy_for(fields)
         if event.baseline_version is None:
@@ -93,6 +94,7 @@ class Supervisor:
             )
             if created:
                 self._spawn(deployment, self._watch(deployment, policy))
+                await self._supersede_older(deployment)
         if created:
             log.info(
                 "deployment.created",
@@ -103,6 +105,39 @@ class Supervisor:
             )
             await self.refresh_gauges()
         return deployment, created
+
+    async def _supersede_older(self, newer: Deployment) -> None:
+        """A newer deploy of the same service and environment ends the bake of an older one: the
+        older version no longer runs alone, so its numbers decide nothing. It is closed as
+        superseded and its Watch cancelled, never rolled back. The compare-and-set from baking or
+        paused leaves alone one that concluded or started rolling back meanwhile; the cancel only
+        follows a won compare-and-set, so it never interrupts a rollback. Only deployments created
+        before ``newer`` (``active()`` lists in creation order) are candidates, so two deploys
+        arriving together cannot supersede each other."""
+        for older in await self.store.active():
+            if older.id == newer.id:
+                break
+            same = (older.service, older.environment) == (newer.service, newer.environment)
+            if not same or older.state not in (State.BAKING, State.PAUSED):
+                continue
+            now = self.clock.now()
+            reason = f"superseded by deployment {newer.id} (version {newer.version})"
+            try:
+                await self.store.transition(
+                    older.id,
+                    (State.BAKING, State.PAUSED),
+                    State.SUPERSEDED,
+                    now,
+                    reason=reason,
+                    decided=True,
+                    audit=AuditEntry(now, "watchdog", "superseded", reason),
+                )
+            except StateConflict:
+                continue
+            task = self.watches.get(older.id)
+            if task is not None:
+                task.cancel()
+            log.info("deployment.superseded", deployment_id=older.id, by=newer.id, version=newer.version)
 
     def _spawn(self, deployment: Deployment, coro: Coroutine[Any, Any, None]) -> None:
         task = self.group.spawn(coro, deployment.id)
@@ -134,7 +169,11 @@ class Supervisor:
         current = await self.store.get(deployment.id)
         if current is None or current.state not in (State.BAKING, State.PAUSED):
             return  # an operator or a newer deploy decided first
-        await self.actions.conclude(current, policy, decision)
+        try:
+            await self.actions.conclude(current, policy, decision)
+        except StateConflict as exc:  # superseded or decided by an operator since the read above
+            log.info("watch.preempted", deployment_id=deployment.id, reason=str(exc))
+            return
         await self.refresh_gauges()
 
     async def _resume_rollback(self, deployment: Deployment, policy: PolicyConfig) -> None:

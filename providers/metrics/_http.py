@@ -8,10 +8,8 @@ bounded number of attempts, never an aiohttp exception across the port).
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import Final, TypeVar
 from urllib.parse import urlsplit
@@ -27,6 +25,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from providers import _http
 from watchdog.config.models import Duration, format_duration
 from watchdog.errors import ProviderQueryError, ProviderUnavailable, TemporaryError
 from watchdog.plugins import AdapterContext
@@ -106,21 +105,8 @@ class Failed(ProviderUnavailable):
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date), capped."""
-    raw = headers.get("Retry-After")
-    if raw is None:
-        return None
-    raw = raw.strip()
-    try:
-        seconds = float(raw)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(raw)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - datetime.now(UTC)).total_seconds()
-    return min(max(seconds, 0.0), RETRY_AFTER_CAP)
+    seconds = _http.retry_after_seconds(headers.get("Retry-After"), time.time())
+    return None if seconds is None else min(max(seconds, 0.0), RETRY_AFTER_CAP)
 
 
 def _wait(state: RetryCallState) -> float:

@@ -17,6 +17,7 @@ import aiohttp
 import structlog
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from providers._http import is_transient
 from providers.metrics._http import (
     USER_AGENT,
     Failed,
@@ -163,7 +164,7 @@ class PrometheusProvider:
                 kind=f"prometheus_{error_type}",
                 delay=retry_after(response.headers),
             )
-        if status == 429 or status >= 500:
+        if is_transient(status):
             raise retry_status(status, response.headers, detail)
         if status >= 300:
             raise Failed(f"{self._what}: HTTP {status}{detail}", kind="http")

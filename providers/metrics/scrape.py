@@ -36,6 +36,7 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families as text_families
 from pydantic import Field, field_validator
 
+from providers._http import is_transient
 from providers.metrics._http import (
     USER_AGENT,
     Failed,
@@ -402,7 +403,7 @@ class ScrapeProvider:
         what = f"{self._what} target {url}"
 
         async def read(response: aiohttp.ClientResponse) -> tuple[str, str]:
-            if response.status == 429 or response.status >= 500:
+            if is_transient(response.status):
                 raise retry_status(response.status, response.headers, "")
             if response.status >= 300:
                 raise Failed(f"{what}: HTTP {response.status}", kind="http")

@@ -29,6 +29,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, SecretStr, field_validator
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from providers import _http
 from providers.notify import _render
 from watchdog.clock import Clock
 from watchdog.config.models import Duration
@@ -110,13 +111,7 @@ class SlackSettings(BaseModel):
     @field_validator("webhook_url")
     @classmethod
     def _http_url(cls, value: SecretStr) -> SecretStr:
-        url = value.get_secret_value()
-        if "${" in url:  # an unset secret reference: `validate` warns, `serve` refuses to start
-            return value
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            shown = _render.redact_url(url, hide_last_segment=True)
-            raise ValueError(f"{shown!r} is not an https:// URL")
+        _http.check_url(value.get_secret_value(), hide_last_segment=True, wanted="an https:// URL")
         return value
 
     @field_validator("icon_emoji")
@@ -144,12 +139,12 @@ def clip(text: str, limit: int) -> str:
     amp = cut.rfind("&")
     if amp >= 0 and ";" not in cut[amp:]:
         cut = cut[:amp]
-    return cut + _render.ELLIPSIS
+    return cut + _http.ELLIPSIS
 
 
 def _code(value: str) -> str:
     """A value as inline code, so ``*`` or ``_`` in a version or id is shown, not formatting."""
-    inner = escape(_render.clip(value, VALUE_LIMIT)).replace("`", "ˋ")
+    inner = escape(_http.clip(value, VALUE_LIMIT)).replace("`", "ˋ")
     return f"`{inner}`" if inner else "–"
 
 
@@ -158,7 +153,7 @@ def _mrkdwn(text: str, limit: int = SECTION_LIMIT) -> dict[str, Any]:
 
 
 def _field(label: str, value: str | None) -> dict[str, Any]:
-    shown = escape(_render.clip(value, VALUE_LIMIT)) if value else "–"
+    shown = escape(_http.clip(value, VALUE_LIMIT)) if value else "–"
     return _mrkdwn(f"*{label}*\n{shown}", FIELD_LIMIT)
 
 
@@ -172,7 +167,7 @@ def _date(ts: float) -> str:
 
 def _check_text(check: CheckReport) -> str:
     icon = _VERDICTS[check.verdict][0] if check.verdict in _VERDICTS else ":grey_question:"
-    first = f"{icon} *{escape(_render.clip(check.name, VALUE_LIMIT))}*: {_word(check.verdict)}"
+    first = f"{icon} *{escape(_http.clip(check.name, VALUE_LIMIT))}*: {_word(check.verdict)}"
     if not check.summary.strip():
         return first
     return f"{first}\n{clip(escape(check.summary.strip()), SECTION_LIMIT - len(first) - 1)}"
@@ -180,7 +175,7 @@ def _check_text(check: CheckReport) -> str:
 
 def _fold(checks: list[CheckReport]) -> str:
     names = ", ".join(
-        f"{escape(_render.clip(c.name, VALUE_LIMIT))} ({_word(c.verdict)})" for c in checks
+        f"{escape(_http.clip(c.name, VALUE_LIMIT))} ({_word(c.verdict)})" for c in checks
     )
     return f"*{len(checks)} more checks:* {names}"
 
@@ -195,7 +190,7 @@ def _context(deployment: Deployment) -> str:
         when = f"decided {_date(deployment.decided_at)}"
     else:
         when = f"updated {_date(deployment.updated_at)}"
-    source = f" · {escape(_render.clip(event.source, VALUE_LIMIT))} event {_code(event.event_id)}"
+    source = f" · {escape(_http.clip(event.source, VALUE_LIMIT))} event {_code(event.event_id)}"
     return f"Deployment {_code(deployment.id)}{source if event.source else ''} · {when}"
 
 
@@ -223,7 +218,7 @@ def build_message(notification: Notification) -> dict[str, Any]:
             "type": "header",
             "text": {
                 "type": "plain_text",
-                "text": _render.clip(f"{icon} {title}", HEADER_LIMIT),
+                "text": _http.clip(f"{icon} {title}", HEADER_LIMIT),
                 "emoji": True,
             },
         },
@@ -272,9 +267,10 @@ class SlackNotifier:
         self._settings = settings
         self._clock = clock
         self._url = settings.webhook_url.get_secret_value()
-        self._where = _render.redact_url(self._url, hide_last_segment=True)
-        self._what = f"notifier {name!r} (Slack)"
-        self._session: aiohttp.ClientSession | None = None
+        self._endpoint = _http.Endpoint(
+            f"notifier {name!r} (Slack)", self._url, settings.timeout, hide_last_segment=True
+        )
+        self._session = _http.LazySession.for_hook(settings.timeout)
         self._webhook: AsyncWebhookClient | None = None
 
     @classmethod
@@ -293,45 +289,34 @@ class SlackNotifier:
         try:
             response = await self._client().send_dict(body)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _render.transport_error(
-                exc,
-                what=self._what,
-                url=self._url,
-                where=self._where,
-                timeout=self._settings.timeout,
-            ) from exc
-        status, text = int(response.status_code), str(response.body or "")
-        if 200 <= status < 300:
-            if text.strip() != "ok":
+            raise self._endpoint.transport_error(exc) from exc
+        answer = _http.Answer(int(response.status_code), None, str(response.body or ""), response.headers)
+        if 200 <= answer.status < 300:
+            if answer.body.strip() != "ok":
                 # Delivered as far as HTTP goes; a proxy or a Slack-compatible server may say more.
                 _log.warning(
                     "notify.unexpected_answer",
                     notifier=self.name,
-                    status=status,
-                    body=_render.excerpt(text),
+                    status=answer.status,
+                    body=_http.excerpt(answer.body),
                 )
             return
-        raise self._status_error(status, text, response.headers.get("Retry-After"))
+        raise self._status_error(answer)
 
     async def aclose(self) -> None:
         self._webhook = None
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
+        await self._session.aclose()
 
     def _client(self) -> AsyncWebhookClient:
         # Made on first use, inside the running loop, never in the constructor.
-        if self._webhook is None or self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self._settings.timeout), trust_env=True
-            )
+        if self._webhook is None or self._session.closed:
             # slack_sdk prints the URL (a credential) when its logger's own level allows DEBUG.
             sdk_log = logging.getLogger(f"{__name__}.sdk")
             sdk_log.setLevel(logging.INFO)
             webhook = AsyncWebhookClient(
                 self._url,
                 timeout=max(1, math.ceil(self._settings.timeout)),
-                session=self._session,
+                session=self._session.get(),
                 logger=sdk_log,
                 retry_handlers=[],  # one attempt: the core retries
             )
@@ -342,18 +327,9 @@ class SlackNotifier:
             self._webhook = webhook
         return self._webhook
 
-    def _status_error(self, status: int, text: str, retry_after_header: Any) -> AdapterError:
-        code = text.strip()
+    def _status_error(self, answer: _http.Answer) -> AdapterError:
+        code = answer.body.strip()
         hint = _SLACK_HINTS.get(code, "") if _SLACK_CODE.match(code) else ""
-        if not hint and status in (403, 404, 410):
+        if not hint and answer.status in (403, 404, 410):
             hint = _GONE
-        return _render.status_error(
-            what=self._what,
-            where=self._where,
-            status=status,
-            reason=None,
-            body=text,
-            retry_after_header=str(retry_after_header) if retry_after_header else None,
-            now=self._clock.now(),
-            hint=hint,
-        )
+        return self._endpoint.status_error(answer, self._clock.now(), hint)

@@ -1,18 +1,30 @@
-"""The generic source: anything that can POST signed JSON (a CI job, a script, Spinnaker's webhook
-stage). Signature and body are DESIGN §4's contract."""
+"""The generic source: anything that can POST signed JSON (a CI job, a script; ``config/ci/`` has
+GitHub Actions and GitLab CI steps that sign with openssl). Signature and body are DESIGN §4's
+contract. Spinnaker has a source of its own, since its webhook stage cannot compute an HMAC."""
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from watchdog.errors import EventRejected
+from providers.sources._common import (
+    assemble,
+    decode_json_object,
+    given,
+    needs_credentials,
+    require_json,
+    validate,
+    validation_detail,
+    verify_signed,
+)
+from watchdog.config.models import SourceConfig
 from watchdog.model import DeployEvent
 from watchdog.plugins import AdapterContext
 from watchdog.ports import IncomingEvent
-from watchdog.signing import verify
+
+__all__ = ["GenericEvent", "GenericSource", "decode_json_object", "require_json", "validation_detail"]
 
 _Name = Field(min_length=1, max_length=200)
 
@@ -32,79 +44,35 @@ class GenericEvent(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)
 
 
-def decode_json_object(body: bytes) -> dict[str, Any]:
-    """Parse a webhook body that must be a JSON object, with a 400 naming what is wrong."""
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EventRejected(400, "invalid_json", f"the body is not JSON: {exc}") from exc
-    except RecursionError as exc:
-        raise EventRejected(400, "invalid_json", "the body is nested too deeply") from exc
-    if not isinstance(data, dict):
-        raise EventRejected(400, "invalid_json", "the body must be a JSON object")
-    return data
-
-
-def require_json(incoming: IncomingEvent) -> None:
-    """415 unless the body is declared JSON: a form-encoded body is a misconfigured sender."""
-    ctype = incoming.headers.get("Content-Type", "").split(";")[0].strip().lower()
-    if ctype != "application/json" and not ctype.endswith("+json"):
-        raise EventRejected(
-            415,
-            "unsupported_media_type",
-            f"Content-Type must be application/json, not {ctype or 'missing'}",
-        )
-
-
-def validation_detail(exc: ValidationError) -> str:
-    """``service: Field required; labels.team: Input should be a valid string``."""
-    parts = []
-    for err in exc.errors(include_url=False):
-        where = ".".join(str(p) for p in err["loc"]) or "body"
-        msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
-        parts.append(f"{where}: {msg}")
-    return "; ".join(parts)
-
-
 class GenericSource:
     """``POST /v1/events/generic``."""
 
-    class Settings(BaseModel):
-        model_config = ConfigDict(extra="forbid")
+    Settings = SourceConfig
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, settings: SourceConfig | None = None) -> None:
         self.name = name
+        self.settings = settings or SourceConfig()
 
     @classmethod
     def from_settings(cls, name: str, settings: BaseModel, context: AdapterContext) -> GenericSource:
-        return cls(name)
+        return cls(name, settings if isinstance(settings, SourceConfig) else None)
 
     def parse(self, incoming: IncomingEvent) -> DeployEvent | None:
-        if incoming.secrets:
-            problem = verify(incoming.headers, incoming.body, incoming.secrets, incoming.now)
-            if problem is not None:
-                raise EventRejected(401, "bad_signature", problem)
-        elif not incoming.allow_unsigned:
-            raise EventRejected(
-                401,
-                "unsigned_source",
-                f"no webhook secret is configured for source {self.name!r} and it is not in "
-                "server.allow_unsigned",
-            )
+        if needs_credentials(incoming, self.name):
+            verify_signed(incoming)
         require_json(incoming)
         data = decode_json_object(incoming.body)
-        try:
-            event = GenericEvent.model_validate(data)
-        except ValidationError as exc:
-            raise EventRejected(422, "invalid_event", validation_detail(exc)) from exc
-        return DeployEvent(
-            source=self.name,
-            event_id=event.id,
-            service=event.service,
-            version=event.version,
-            environment=event.environment,
-            baseline_version=event.baseline_version,
+        event = validate(GenericEvent, data)
+        mapped = assemble(
+            self.name,
+            self.settings,
+            data,
+            service=given(event.service, "service"),
+            version=given(event.version, "version"),
+            event_id=given(event.id, "id"),
+            environment=given(event.environment, "environment"),
+            baseline_version=given(event.baseline_version, "baseline_version"),
             strategy=event.strategy,
             target=event.target,
-            labels=event.labels,
         )
+        return dataclasses.replace(mapped, labels={**event.labels, **mapped.labels})

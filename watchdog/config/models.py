@@ -141,13 +141,63 @@ class AdapterSection(BaseModel):
 
 
 class SourceConfig(_Section):
-    """Overrides of a source's default field mapping, as dotted paths into its payload."""
+    """Overrides of a source's default field mapping (DESIGN §4), as dotted paths into its payload.
+
+    A path walks JSON objects by key and arrays by index (``resources.0.images.0``). A path that is
+    configured must be present in every event that starts a watch: falling back to the default
+    silently could watch the wrong service, so a missing one is refused (422) with the path named.
+    """
 
     service: str | None = None
+    """Path to the service name. Unset: the source's default (e.g. github: deployment.payload.service,
+    else repository.name)."""
     environment: str | None = None
+    """Path to the environment. Unset: the source's default (e.g. gitlab: environment)."""
     version: str | None = None
+    """Path to the version being deployed. Unset: the source's default (e.g. github: deployment.sha)."""
     baseline_version: str | None = None
+    """Path to the version it replaces. Unset: the source's default if it has one; without any, the
+    last version of the same service and environment whose watch passed."""
     event_id: str | None = None
+    """Path to the idempotency key. Unset: the source's own delivery or event id (DESIGN §4); only
+    override it when that id is not stable across the tool's retries."""
+    labels: dict[str, str] = Field(default_factory=dict)
+    """Extra event labels, each a label name mapped to a path (``team: deployment.payload.team``), for
+    policy `match` and query templates. Empty by default: payloads carry no labels of ours."""
+    start_on: str | None = None
+    """The one state of the tool's event that starts a watch, compared without regard to case.
+    Unset: the source's default (github and gitlab: success, flagger: Progressing, argocd: Succeeded,
+    codedeploy: SUCCESS, spinnaker: orca:pipeline:complete). CodeDeploy may use START to bake while
+    the deployment rolls out. A single state, not a list, so that one deploy never starts two
+    watches (each state arrives as its own event with its own id)."""
+
+    @field_validator("service", "environment", "version", "baseline_version", "event_id")
+    @classmethod
+    def _paths(cls, value: str | None) -> str | None:
+        if value is not None:
+            cls._check_path(value)
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _label_paths(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, path in value.items():
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+                raise ValueError(f"label name {name!r} must be a word (letters, digits, _)")
+            cls._check_path(path)
+        return value
+
+    @field_validator("start_on")
+    @classmethod
+    def _start_on_not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("start_on is empty; leave it out for the source's default")
+        return value
+
+    @staticmethod
+    def _check_path(value: str) -> None:
+        if not re.match(r"^[^.\s]+(\.[^.\s]+)*$", value):
+            raise ValueError(f"{value!r} is not a dotted path into the payload (like deployment.payload.app)")
 
 
 class CheckConfig(_Section):

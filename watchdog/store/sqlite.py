@@ -16,7 +16,7 @@ from typing import Any
 
 import aiosqlite
 
-from watchdog.errors import StateConflict
+from watchdog.errors import StateConflict, StoreError
 from watchdog.model import AuditEntry, CheckReport, DeployEvent, Deployment, State, Verdict
 from watchdog.store.base import Page
 
@@ -102,7 +102,7 @@ class SqliteStore:
             row = await cur.fetchone()
         current = int(row[0]) if row and row[0] is not None else 0
         if current > len(MIGRATIONS):
-            raise RuntimeError(
+            raise StoreError(
                 f"the store's schema is version {current}, newer than this release knows "
                 f"({len(MIGRATIONS)}): run a newer rollback-watchdog"
             )

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from providers.metrics.prometheus import PrometheusProvider, PrometheusSettings
-from providers.metrics.scrape import ScrapeProvider, ScrapeSettings
+from providers.metrics.prometheus import PrometheusProvider
+from providers.metrics.scrape import ScrapeProvider
 from tests.providers.metrics.helpers import RPS, V2_ERROR_RATE, Live, ScriptedServer
 from tests.support.prometheus_server import (
     PrometheusMissing,
@@ -49,40 +49,29 @@ def context(metrics: WatchdogMetrics) -> AdapterContext:
     return AdapterContext(metrics=metrics, clock=SystemClock())
 
 
-@pytest_asyncio.fixture
-async def make_prometheus(
-    server: ScriptedServer, context: AdapterContext
-) -> AsyncIterator[Callable[..., PrometheusProvider]]:
+@pytest.fixture
+def make_prometheus(
+    server: ScriptedServer, make_adapter: Callable[..., Any]
+) -> Callable[..., PrometheusProvider]:
     """Providers pointed at ``server`` by default; all closed after the test."""
-    made: list[PrometheusProvider] = []
 
     def make(name: str = "prom", **settings: Any) -> PrometheusProvider:
         settings.setdefault("url", server.url)
-        provider = PrometheusProvider.from_settings(
-            name, PrometheusSettings.model_validate(settings), context
-        )
-        made.append(provider)
+        provider: PrometheusProvider = make_adapter(PrometheusProvider, name, **settings)
         return provider
 
-    yield make
-    for provider in made:
-        await provider.aclose()
+    return make
 
 
-@pytest_asyncio.fixture
-async def make_scrape(context: AdapterContext) -> AsyncIterator[Callable[..., ScrapeProvider]]:
-    made: list[ScrapeProvider] = []
-
+@pytest.fixture
+def make_scrape(make_adapter: Callable[..., Any]) -> Callable[..., ScrapeProvider]:
     def make(*targets: str, name: str = "sidecar", **settings: Any) -> ScrapeProvider:
-        provider = ScrapeProvider.from_settings(
-            name, ScrapeSettings.model_validate({"targets": list(targets), **settings}), context
+        provider: ScrapeProvider = make_adapter(
+            ScrapeProvider, name, **{"targets": list(targets), **settings}
         )
-        made.append(provider)
         return provider
 
-    yield make
-    for provider in made:
-        await provider.aclose()
+    return make
 
 
 # --- integration: simulated apps scraped by a real Prometheus ---------------------------------

@@ -3,9 +3,10 @@ server that answers as Slack does, per fixtures/slack) map onto the error tree."
 
 from __future__ import annotations
 
+import functools
 import json
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -62,20 +63,9 @@ def header_of(message: dict[str, Any]) -> str:
 
 
 @pytest.fixture
-async def make_notifier(context: AdapterContext) -> AsyncIterator[Callable[..., SlackNotifier]]:
-    """Build notifiers from raw settings (as the config loader would) and close them afterwards."""
-    built: list[SlackNotifier] = []
-
-    def make(**settings: Any) -> SlackNotifier:
-        notifier = SlackNotifier.from_settings(
-            "slack", SlackNotifier.Settings.model_validate(settings), context
-        )
-        built.append(notifier)
-        return notifier
-
-    yield make
-    for notifier in built:
-        await notifier.aclose()
+def make_notifier(make_adapter: Callable[..., Any]) -> Callable[..., SlackNotifier]:
+    """Build notifiers from raw settings (as the config loader would); closed after the test."""
+    return functools.partial(make_adapter, SlackNotifier, "slack")
 
 
 # --- the message ------------------------------------------------------------------------------

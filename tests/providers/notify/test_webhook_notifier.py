@@ -3,8 +3,9 @@ signature, and how answers and failures map onto the error tree."""
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -15,7 +16,6 @@ from providers.notify.webhook import WebhookNotifier
 from watchdog.clock import VirtualClock
 from watchdog.errors import PermanentError, TemporaryError
 from watchdog.model import CheckReport, Deployment, Verdict
-from watchdog.plugins import AdapterContext
 from watchdog.ports import Notification, NotificationKind
 from watchdog.signing import SIGNATURE_HEADER, verify
 
@@ -23,20 +23,9 @@ SECRET = "notify-hook-key"
 
 
 @pytest.fixture
-async def make_notifier(context: AdapterContext) -> AsyncIterator[Callable[..., WebhookNotifier]]:
-    """Build notifiers from raw settings (as the config loader would) and close them afterwards."""
-    built: list[WebhookNotifier] = []
-
-    def make(**settings: Any) -> WebhookNotifier:
-        notifier = WebhookNotifier.from_settings(
-            "hook", WebhookNotifier.Settings.model_validate(settings), context
-        )
-        built.append(notifier)
-        return notifier
-
-    yield make
-    for notifier in built:
-        await notifier.aclose()
+def make_notifier(make_adapter: Callable[..., Any]) -> Callable[..., WebhookNotifier]:
+    """Build notifiers from raw settings (as the config loader would); closed after the test."""
+    return functools.partial(make_adapter, WebhookNotifier, "hook")
 
 
 async def test_posts_the_notification_document(

@@ -3,8 +3,9 @@ failures map onto the error tree."""
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from importlib.metadata import entry_points
@@ -25,20 +26,9 @@ SECRET = "s3cret-hook-key"
 
 
 @pytest.fixture
-async def make_hook(context: AdapterContext) -> AsyncIterator[Callable[..., HttpRollback]]:
-    """Build hooks from raw settings (as the config loader would) and close them afterwards."""
-    built: list[HttpRollback] = []
-
-    def make(**settings: Any) -> HttpRollback:
-        hook = HttpRollback.from_settings(
-            "hook", HttpRollback.Settings.model_validate(settings), context
-        )
-        built.append(hook)
-        return hook
-
-    yield make
-    for hook in built:
-        await hook.aclose()
+def make_hook(make_adapter: Callable[..., Any]) -> Callable[..., HttpRollback]:
+    """Build hooks from raw settings (as the config loader would); closed after the test."""
+    return functools.partial(make_adapter, HttpRollback, "hook")
 
 
 def request_for(deployment: Deployment) -> RollbackRequest:

@@ -1,10 +1,11 @@
-"""The wording and HTTP helpers the notifiers share: what a person reads about a failed call."""
+"""The HTTP helpers the adapters share (:mod:`providers._http`): what a person reads about a failed
+call, and how long the other side asked us to wait."""
 
 from __future__ import annotations
 
 import pytest
 
-from providers.notify import _render
+from providers import _http
 from watchdog.errors import PermanentError, TemporaryError
 
 NOW = 1_700_000_000.0
@@ -24,13 +25,13 @@ NOW = 1_700_000_000.0
 )
 def test_redact_url_hides_credentials_and_query_values(url: str, shown: str) -> None:
     """Messages are logged and posted to Slack; they show where, never the secrets in a URL."""
-    assert _render.redact_url(url) == shown
+    assert _http.redact_url(url) == shown
 
 
 def test_redact_url_can_hide_a_token_in_the_path() -> None:
     """A Slack webhook's credential is the last path segment."""
     url = "https://hooks.slack.com/services/T000/B000/XXXXsecret"
-    assert _render.redact_url(url, hide_last_segment=True) == (
+    assert _http.redact_url(url, hide_last_segment=True) == (
         "https://hooks.slack.com/services/T000/B000/…"
     )
 
@@ -51,29 +52,25 @@ def test_redact_url_can_hide_a_token_in_the_path() -> None:
 )
 def test_retry_after_reads_seconds_and_dates(header: str | None, delay: float | None) -> None:
     """Retry-After is seconds or an HTTP date; anything unreadable gives no hint, not a crash."""
-    assert _render.retry_after(header, NOW) == delay
+    assert _http.retry_after(header, NOW) == delay
 
 
 def test_status_error_maps_classes() -> None:
     """429 and 5xx are worth a retry with the server's delay; other statuses are not."""
-    temporary = _render.status_error(
-        what="notifier 'x'",
-        where="https://x.example/h",
-        status=429,
-        reason="Too Many Requests",
-        body="slow down",
-        retry_after_header="4",
+    endpoint = _http.Endpoint(what="notifier 'x'", url="https://x.example/h", timeout=10.0)
+    temporary = endpoint.status_error(
+        _http.Answer(
+            status=429,
+            reason="Too Many Requests",
+            body="slow down",
+            headers={"Retry-After": "4"},
+        ),
         now=NOW,
     )
     assert isinstance(temporary, TemporaryError)
     assert temporary.delay == 4.0
-    permanent = _render.status_error(
-        what="notifier 'x'",
-        where="https://x.example/h",
-        status=422,
-        reason=None,
-        body="  missing\n  field  ",
-        retry_after_header=None,
+    permanent = endpoint.status_error(
+        _http.Answer(status=422, reason=None, body="  missing\n  field  "),
         now=NOW,
         hint="Fix it",
     )
@@ -85,6 +82,6 @@ def test_status_error_maps_classes() -> None:
 
 def test_clip_and_excerpt_stay_within_bounds() -> None:
     """Long texts end with an ellipsis at exactly the limit; an empty body says so."""
-    assert _render.clip("abcdef", 4) == "abc…"
-    assert len(_render.excerpt("w " * 500)) == 200
-    assert _render.excerpt("   ") == "(empty body)"
+    assert _http.clip("abcdef", 4) == "abc…"
+    assert len(_http.excerpt("w " * 500)) == 200
+    assert _http.excerpt("   ") == "(empty body)"

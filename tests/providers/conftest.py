@@ -1,5 +1,11 @@
-"""Fixtures for the rollback adapters: a real HTTP server on loopback that records what it gets and
-answers what a test tells it to, a fixed clock, and deployments built from the model classes."""
+"""Fixtures for every adapter's tests: a real HTTP server on loopback that records what it gets and
+answers what a test tells it to, a fixed clock, deployments built from the model classes, and adapters
+built from raw settings and closed after the test.
+
+A kind's own conftest overrides what differs: ``first_reply`` and ``hook_path`` (the notifiers talk to
+something shaped like Slack), ``deployment_state`` (what state the adapter sees a deployment in), or
+``server`` and ``context`` altogether (the metrics providers).
+"""
 
 from __future__ import annotations
 
@@ -60,14 +66,15 @@ class Reply:
 class RecordingServer:
     """A loopback HTTP server that records every request and answers with ``reply``."""
 
-    def __init__(self) -> None:
+    def __init__(self, reply: Reply, default_path: str) -> None:
         self.requests: list[Recorded] = []
-        self.reply = Reply()
+        self.reply = reply
         self.release = asyncio.Event()
         self.base_url = ""
+        self._default_path = default_path
 
-    def url(self, path: str = "/hook") -> str:
-        return self.base_url.rstrip("/") + path
+    def url(self, path: str | None = None) -> str:
+        return self.base_url.rstrip("/") + (path if path is not None else self._default_path)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.requests.append(
@@ -98,8 +105,20 @@ def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[RecordingServer]:
-    recorder = RecordingServer()
+def first_reply() -> Reply:
+    """What ``server`` answers until a test changes ``server.reply``: 200 and an empty JSON object."""
+    return Reply()
+
+
+@pytest.fixture
+def hook_path() -> str:
+    """The path ``server.url()`` points at when a test names none."""
+    return "/hook"
+
+
+@pytest.fixture
+async def server(first_reply: Reply, hook_path: str) -> AsyncIterator[RecordingServer]:
+    recorder = RecordingServer(first_reply, hook_path)
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", recorder.handle)
     test_server = TestServer(app, host="127.0.0.1", port=0)
@@ -132,7 +151,29 @@ def context(clock: VirtualClock) -> AdapterContext:
 
 
 @pytest.fixture
-def make_deployment() -> Callable[..., Deployment]:
+async def make_adapter(context: AdapterContext) -> AsyncIterator[Callable[..., Any]]:
+    """Build an adapter from its class, a name and raw settings (as the config loader would), and
+    close every one built after the test."""
+    built: list[Any] = []
+
+    def make(factory: Any, name: str, **settings: Any) -> Any:
+        adapter = factory.from_settings(name, factory.Settings.model_validate(settings), context)
+        built.append(adapter)
+        return adapter
+
+    yield make
+    for adapter in built:
+        await adapter.aclose()
+
+
+@pytest.fixture
+def deployment_state() -> State:
+    """The state ``make_deployment`` builds in: the rollback under way, as a rollback target sees it."""
+    return State.ROLLING_BACK
+
+
+@pytest.fixture
+def make_deployment(deployment_state: State) -> Callable[..., Deployment]:
     """Build a Deployment of checkout v2 in prod; keyword arguments replace fields."""
 
     def make(**overrides: Any) -> Deployment:
@@ -151,7 +192,7 @@ def make_deployment() -> Callable[..., Deployment]:
             "id": "dep-42",
             "event": event,
             "policy": "checkout-prod",
-            "state": State.ROLLING_BACK,
+            "state": deployment_state,
             "verdict": Verdict.FAIL,
             "created_at": NOW - 600,
             "updated_at": NOW - 5,
