@@ -33,6 +33,9 @@ from watchdog.store import Store
 log = structlog.get_logger("watchdog.actions")
 
 DECIDABLE = (State.BAKING, State.PAUSED)
+ROLLBACK_OF_LABEL = "watchdog.rollback_of"
+"""Label the supervisor puts on a deploy that puts back the baseline of a rolled-back deployment
+(the CD tool reporting the rollback itself): it is watched, but never rolled back automatically."""
 
 
 @dataclass
@@ -73,8 +76,15 @@ class Actions:
 
     async def _fail(self, deployment: Deployment, policy: PolicyConfig, decision: Decision) -> Deployment:
         now = self.clock.now()
-        if policy.dry_run or policy.rollback is None:
-            why = "dry run" if policy.dry_run else "no rollback target configured"
+        rollback_of = deployment.event.labels.get(ROLLBACK_OF_LABEL)
+        if policy.dry_run or policy.rollback is None or rollback_of:
+            if rollback_of:
+                why = (
+                    f"this deploy is itself the rollback of deployment {rollback_of}, "
+                    "and a rollback of a rollback is never automatic"
+                )
+            else:
+                why = "dry run" if policy.dry_run else "no rollback target configured"
             done = await self.store.transition(
                 deployment.id,
                 DECIDABLE,
@@ -142,6 +152,9 @@ class Actions:
                 failure = f"rollback adapter {target_name} crashed: {exc!r}"
             now = self.clock.now()
             info = {**deployment.rollback, "status": "failed", "error": failure, "finished_at": now}
+            details = getattr(exc, "details", None)
+            if details:
+                info["details"] = details
             done = await self.store.transition(
                 deployment.id,
                 (State.ROLLING_BACK,),

@@ -31,7 +31,15 @@ class ConfigError(WatchdogError):
 
 
 class AdapterError(WatchdogError):
-    """Something outside the process (a provider, a rollback target, a notifier) failed."""
+    """Something outside the process (a provider, a rollback target, a notifier) failed.
+
+    ``details`` carries structured facts the core stores with the failure (per-host results of an
+    ssh rollback, the status an API answered), beside the sentence for people.
+    """
+
+    def __init__(self, message: str, *, details: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.details = details or {}
 
 
 class TemporaryError(AdapterError):
@@ -40,8 +48,10 @@ class TemporaryError(AdapterError):
     ``delay`` is a hint from the other side (``Retry-After``), in seconds.
     """
 
-    def __init__(self, message: str, *, delay: float | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self, message: str, *, delay: float | None = None, details: dict[str, object] | None = None
+    ) -> None:
+        super().__init__(message, details=details)
         self.delay = delay
 
 

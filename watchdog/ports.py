@@ -132,6 +132,23 @@ class IncomingEvent:
     settings: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class CanaryKey:
+    """Which deployment a CD tool's gate asks about: its service, environment and version."""
+
+    service: str
+    environment: str
+    version: str
+
+
+@runtime_checkable
+class GateSource(Protocol):
+    """A source whose tool also asks go/no-go questions (Flagger's ``confirm-promotion`` and
+    ``rollback`` webhooks): it authenticates the request as it does events and names the canary."""
+
+    def identify(self, incoming: IncomingEvent) -> CanaryKey: ...
+
+
 @runtime_checkable
 class EventSource(Protocol):
     """Turns one CD tool's webhook into a DeployEvent.

@@ -11,7 +11,7 @@ from typing import Any
 
 import structlog
 
-from watchdog.actions import Actions
+from watchdog.actions import ROLLBACK_OF_LABEL, Actions
 from watchdog.clock import Clock
 from watchdog.config.models import PolicyConfig, WatchdogConfig
 from watchdog.errors import StateConflict
@@ -81,6 +81,9 @@ class Supervisor:
             previous = await self.store.last_passed_version(event.service, event.environment)
             if previous is not None and previous != event.version:
                 event = dataclasses.replace(event, baseline_version=previous)
+        rolled_back = await self._rolled_back_to(event)
+        if rolled_back is not None:
+            event = dataclasses.replace(event, labels={**event.labels, ROLLBACK_OF_LABEL: rolled_back})
         now = self.clock.now()
         if policy is None:
             reason = (
@@ -138,6 +141,20 @@ class Supervisor:
             if task is not None:
                 task.cancel()
             log.info("deployment.superseded", deployment_id=older.id, by=newer.id, version=newer.version)
+
+    async def _rolled_back_to(self, event: DeployEvent) -> str | None:
+        """The id of the deployment this event undoes, if it deploys the baseline that the newest
+        deployment of the same service and environment was rolled back to."""
+        page = await self.store.page(service=event.service, environment=event.environment, limit=1)
+        last = page.items[0] if page.items else None
+        if (
+            last is not None
+            and last.state in (State.ROLLED_BACK, State.ROLLING_BACK, State.ROLLBACK_FAILED)
+            and last.event.baseline_version == event.version
+            and last.event.event_id != event.event_id
+        ):
+            return last.id
+        return None
 
     def _spawn(self, deployment: Deployment, coro: Coroutine[Any, Any, None]) -> None:
         task = self.group.spawn(coro, deployment.id)

@@ -37,7 +37,7 @@ from providers.sources._common import (
 )
 from watchdog.errors import EventRejected
 from watchdog.model import DeployEvent
-from watchdog.ports import IncomingEvent
+from watchdog.ports import CanaryKey, IncomingEvent
 
 
 class CanaryWebhookPayload(BaseModel):
@@ -70,7 +70,15 @@ class FlaggerSource(SourceBase):
         "Terminated",
     )
 
-    def parse(self, incoming: IncomingEvent) -> DeployEvent | None:
+    def identify(self, incoming: IncomingEvent) -> CanaryKey:
+        """The canary a ``confirm-promotion`` or ``rollback`` gate asks about, authenticated like
+        an event; whatever its phase."""
+        _, payload = self._authenticated(incoming)
+        if not payload.checksum:
+            raise EventRejected(422, "invalid_event", "checksum: required to tell canary revisions apart")
+        return CanaryKey(service=payload.name, environment=payload.namespace, version=payload.checksum)
+
+    def _authenticated(self, incoming: IncomingEvent) -> tuple[dict[str, Any], CanaryWebhookPayload]:
         signed = needs_credentials(incoming, self.name)
         if signed and bearer_token(incoming) is not None:
             check_bearer(incoming, "or metadata.token in the body")
@@ -79,7 +87,10 @@ class FlaggerSource(SourceBase):
         data = decode_json_object(incoming.body)
         if signed:
             self._check_metadata_token(incoming, data)
-        payload = validate(CanaryWebhookPayload, data)
+        return data, validate(CanaryWebhookPayload, data)
+
+    def parse(self, incoming: IncomingEvent) -> DeployEvent | None:
+        data, payload = self._authenticated(incoming)
         if not self.starts(payload.phase):
             return self.ignore(
                 f"canary phase {payload.phase} is not {self.start_on}",

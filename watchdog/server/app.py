@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from watchdog import __version__
 from watchdog.errors import EventRejected
 from watchdog.model import Deployment, State, Verdict
-from watchdog.ports import IncomingEvent
+from watchdog.ports import GateSource, IncomingEvent
 from watchdog.runtime import Runtime
 from watchdog.server.errors import ApiError, json_errors
 
@@ -30,6 +30,7 @@ def create_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/v1/deployments/{id}", get_deployment)
     app.router.add_get("/v1/deployments/{id}/verdict", deployment_verdict)
     app.router.add_get("/v1/verdict", verdict_by_version)
+    app.router.add_post("/v1/gates/flagger/{gate}", flagger_gate)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
@@ -43,17 +44,7 @@ async def receive_event(request: web.Request) -> web.Response:
     if source is None:
         known = ", ".join(sorted(rt.sources))
         raise ApiError(404, "unknown_source", f"no source {name!r} (known: {known})")
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise ApiError(413, "body_too_large", "the body is larger than 1 MiB")
-    body = await request.read()
-    server = rt.loaded.config.server
-    incoming = IncomingEvent(
-        headers=request.headers,
-        body=body,
-        secrets=tuple(server.webhook_secrets.get(name, ())),
-        allow_unsigned=name in server.allow_unsigned,
-        now=rt.clock.now(),
-    )
+    incoming = await _incoming(request, name)
     try:
         event = source.parse(incoming)
     except EventRejected as exc:
@@ -72,6 +63,61 @@ async def receive_event(request: web.Request) -> web.Response:
         {"deployment_id": deployment.id, "duplicate": not created, "state": deployment.state.value},
         status=202 if created else 200,
     )
+
+
+async def _incoming(request: web.Request, source: str) -> IncomingEvent:
+    """The request as a source sees it, with that source's secrets; 413 above 1 MiB."""
+    rt = request.app[RUNTIME]
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise ApiError(413, "body_too_large", "the body is larger than 1 MiB")
+    body = await request.read()
+    server = rt.loaded.config.server
+    return IncomingEvent(
+        headers=request.headers,
+        body=body,
+        secrets=tuple(server.webhook_secrets.get(source, ())),
+        allow_unsigned=source in server.allow_unsigned,
+        now=rt.clock.now(),
+    )
+
+
+async def flagger_gate(request: web.Request) -> web.Response:
+    """Flagger's ``confirm-promotion`` and ``rollback`` webhooks (DESIGN §4). Flagger acts on the
+    status code alone: promotion gets 200 only once the watch of that canary passed, rollback gets
+    200 only when the watchdog decided the canary fails. Anything else is 409 with the verdict, so
+    Flagger waits (promotion) or carries on (rollback)."""
+    rt = request.app[RUNTIME]
+    gate = request.match_info["gate"]
+    if gate not in ("promotion", "rollback"):
+        raise ApiError(404, "not_found", f"no Flagger gate {gate!r} (promotion or rollback)")
+    source = rt.sources.get("flagger")
+    if not isinstance(source, GateSource):
+        raise ApiError(404, "unknown_source", "the flagger source is not installed")
+    key = source.identify(await _incoming(request, "flagger"))
+    deployment = await _find(rt, key.service, key.environment, key.version)
+    if deployment is None:
+        raise ApiError(
+            404,
+            "not_found",
+            f"no watch of canary {key.service} in {key.environment} at revision {key.version}",
+        )
+    answer = verdict_of(deployment)
+    wanted = "pass" if gate == "promotion" else "fail"
+    log.info("gate.flagger", gate=gate, deployment_id=deployment.id, verdict=answer["verdict"])
+    return web.json_response(answer, status=200 if answer["verdict"] == wanted else 409)
+
+
+async def _find(rt: Runtime, service: str, environment: str | None, version: str) -> Deployment | None:
+    """The newest deployment of that service (and environment) at ``version``."""
+    cursor: str | None = None
+    while True:
+        page = await rt.store.page(service=service, environment=environment, limit=100, cursor=cursor)
+        for deployment in page.items:
+            if deployment.version == version:
+                return deployment
+        if page.next is None:
+            return None
+        cursor = page.next
 
 
 def require(request: web.Request, role: str) -> str:
@@ -161,19 +207,10 @@ async def verdict_by_version(request: web.Request) -> web.Response:
     missing = [k for k in ("service", "version") if not q.get(k)]
     if missing:
         raise ApiError(400, "bad_request", f"missing query parameter(s): {', '.join(missing)}")
-    store = request.app[RUNTIME].store
-    cursor: str | None = None
-    while True:
-        page = await store.page(
-            service=q["service"], environment=q.get("environment"), limit=100, cursor=cursor
-        )
-        for deployment in page.items:
-            if deployment.version == q["version"]:
-                return web.json_response(verdict_of(deployment))
-        if page.next is None:
-            break
-        cursor = page.next
-    raise ApiError(404, "not_found", "no deployment of that service, environment and version")
+    deployment = await _find(request.app[RUNTIME], q["service"], q.get("environment"), q["version"])
+    if deployment is None:
+        raise ApiError(404, "not_found", "no deployment of that service, environment and version")
+    return web.json_response(verdict_of(deployment))
 
 
 async def healthz(request: web.Request) -> web.Response:
