@@ -5,6 +5,10 @@ over recorded numbers in virtual time. It polls on a fixed grid (``created_at + 
 after a restart it continues on the same grid, and a poll it missed while the daemon was down is
 made late with its own timestamp (Prometheus answers for the past), so a crash loses no interval.
 It returns the final decision and leaves acting on it (rollback, notification) to the caller.
+
+Before the first poll, checks that compare with the time before the deploy (``compare: before``,
+and histograms choosing their edges) get their reference: the same query over ``before_window``
+ending at the deploy's start.
 """
 
 from __future__ import annotations
@@ -12,27 +16,49 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
-from watchdog.analysis import Decision, PolicyAnalysis, RatioCheck, RatioCounts
+from watchdog.analysis import (
+    Buckets,
+    Check,
+    Decision,
+    GaugeCheck,
+    HistogramCheck,
+    PolicyAnalysis,
+    RatioCheck,
+    RatioCounts,
+    total_polls,
+)
 from watchdog.clock import Clock
 from watchdog.config.models import PolicyConfig, format_duration
 from watchdog.errors import PermanentError, TemporaryError
 from watchdog.metrics import WatchdogMetrics
 from watchdog.model import CheckReport, Deployment, Verdict
-from watchdog.ports import MetricsProvider
+from watchdog.ports import MetricsProvider, Sample
 from watchdog.templates import render
 
 log = structlog.get_logger("watchdog.watch")
 
 PollHook = Callable[[int, tuple[CheckReport, ...], dict[str, object]], Awaitable[None]]
+MAX_REFERENCE_POLLS = 60
+"""How many intervals before the deploy a ratio or gauge check samples (a query each; 30 minutes
+of 30 s polls): enough to estimate a dispersion factor or a mean, cheap enough to ask at once."""
 
 
 class Blind(Exception):
     """A poll of one check produced nothing usable; the message says why."""
+
+
+def immediate(provider: MetricsProvider | None) -> bool:
+    """Whether ``provider`` declares ``immediate = True``: its ``query`` answers from memory and never
+    waits (replay's RecordingProvider). Such a provider can neither hang nor overlap with itself, so
+    the Watch calls it inline, one query after another, without tasks or a timeout: the same answers
+    in the same order, at a fraction of the cost (replay runs millions of polls)."""
+    return getattr(provider, "immediate", False) is True
 
 
 @dataclass
@@ -49,27 +75,37 @@ class Watch:
         self.analysis = PolicyAnalysis(self.policy)
         self.analysis.load_state(dict(self.deployment.analysis))
         self.polls = self.deployment.polls
-        self.total_polls = max(1, math.ceil(self.policy.bake / self.policy.interval - 1e-9))
+        self.total_polls = total_polls(self.policy)
+        self._inline = all(immediate(self.providers.get(c.provider)) for c in self.policy.checks)
+        self._values_cache: dict[tuple[str, float | None], dict[str, str]] = {}
+        self._log: Any = log
 
     async def run(self) -> Decision | None:
         """Bake until a verdict; None when stopped first (the deployment stays baking)."""
         d = self.deployment
         structlog.contextvars.bind_contextvars(deployment_id=d.id, service=d.service)
+        # structlog's lazy proxy assembles a logger from the configuration on every call; a poll
+        # assembles it once (context variables are still merged at each call).
+        self._log = log.bind()
         start = d.created_at
         decision = self.analysis.decide(final=False)
-        if decision.verdict is Verdict.FAIL:  # resumed after a crash between decision and action
+        if decision.verdict is not Verdict.PENDING:  # resumed after a crash between decision and action
             return decision
+        for check in self.analysis.checks.values():
+            if check.needs_reference:
+                await self._fetch_reference(check)
         while self.polls < self.total_polls:
             at = start + (self.polls + 1) * self.policy.interval
             if not await self.clock.sleep_until(at, self.stop):
                 return None
+            self._log = log.bind()
             await self.poll(at)
             final = self.polls >= self.total_polls
             decision = self.analysis.decide(final=final)
             reports = decision.reports
             if self.on_poll is not None:
                 await self.on_poll(self.polls, reports, self.analysis.to_state())
-            log.info(
+            self._log.info(
                 "poll.done",
                 poll=self.polls,
                 of=self.total_polls,
@@ -84,7 +120,11 @@ class Watch:
         """One poll of every check, concurrently, within the policy's poll budget."""
         self.polls += 1
         checks = list(self.analysis.checks.values())
-        results = await asyncio.gather(*(self._measure(c, at) for c in checks), return_exceptions=True)
+        results: list[Any]
+        if self._inline:
+            results = [await self._measure_inline(c, at) for c in checks]
+        else:
+            results = await asyncio.gather(*(self._measure(c, at) for c in checks), return_exceptions=True)
         for check, result in zip(checks, results, strict=True):
             name = check.config.name
             if isinstance(result, BaseException):
@@ -93,7 +133,7 @@ class Watch:
                 reason = str(result) or type(result).__name__
                 outcome = "no_data" if isinstance(result, Blind) else "error"
                 check.blind(reason)
-                log.warning("poll.blind", check=name, outcome=outcome, reason=reason)
+                self._log.warning("poll.blind", check=name, outcome=outcome, reason=reason)
             else:
                 canary, baseline = result
                 check.observe(canary, baseline)
@@ -101,66 +141,218 @@ class Watch:
             if self.metrics is not None:
                 self.metrics.polls.labels(check=name, outcome=outcome).inc()
 
-    def _values(self, version: str) -> dict[str, str]:
-        e = self.deployment.event
-        values = dict(e.labels)
-        values.update(
-            service=e.service,
-            environment=e.environment,
-            version=version,
-            baseline_version=e.baseline_version or "",
-            interval=format_duration(self.policy.interval),
-        )
+    # -- queries -----------------------------------------------------------------------------------
+
+    def _values(self, version: str, interval: float | None = None) -> dict[str, str]:
+        """Template values for one arm; built once per (version, interval), so never mutate one."""
+        values = self._values_cache.get((version, interval))
+        if values is None:
+            e = self.deployment.event
+            values = dict(e.labels)
+            values.update(
+                service=e.service,
+                environment=e.environment,
+                version=version,
+                baseline_version=e.baseline_version or "",
+                interval=format_duration(interval or self.policy.interval),
+            )
+            self._values_cache[(version, interval)] = values
         return values
 
-    async def _measure(self, check: RatioCheck, at: float) -> tuple[RatioCounts, RatioCounts | None]:
-        cfg = check.config
-        provider = self.providers[cfg.provider]
+    async def _all(self, jobs: list[Coroutine[Any, Any, Any]]) -> list[Any]:
+        """``asyncio.gather(*jobs)``; inline (in order, no tasks) when the providers are immediate.
+        There a job that raises ends it, and the jobs not started yet are closed unawaited."""
+        if not self._inline:
+            return list(await asyncio.gather(*jobs))
+        results: list[Any] = []
+        try:
+            for job in jobs:
+                results.append(await job)
+        finally:
+            for job in jobs[len(results) + 1 :]:
+                job.close()
+        return results
+
+    def _arms(self, check: Check) -> list[tuple[str, str]]:
         e = self.deployment.event
-        arms: list[tuple[str, str]] = [("canary", e.version)]
-        if cfg.compare == "baseline":
+        arms = [("canary", e.version)]
+        if check.config.compare == "baseline":
             if not e.baseline_version:
                 raise Blind(
                     "no baseline version known (the event carried none and no earlier version of "
                     "this service and environment passed)"
                 )
             arms.append(("baseline", e.baseline_version))
-        assert cfg.bad is not None and cfg.total is not None
-        jobs = []
-        for arm, version in arms:
-            values = self._values(version)
-            for part, template in (("bad", cfg.bad), ("total", cfg.total)):
-                query = render(template, values, provider.escape)
-                check.queries[f"{arm}.{part}"] = query
-                jobs.append(self._query(provider, cfg.provider, query, at))
+        return arms
+
+    async def _measure_inline(self, check: Check, at: float) -> tuple[Any, Any] | Exception:
+        """:meth:`_measure` for immediate providers, as ``poll``'s gather sees it: the check's
+        context binding undone afterwards (a task's ends with the task), no timeout (nothing can
+        hang), an exception returned rather than raised."""
+        tokens = structlog.contextvars.bind_contextvars(check=check.config.name)
         try:
-            sums = await asyncio.wait_for(asyncio.gather(*jobs), self.policy.poll_timeout)
+            return await self._measure_arms(check, at)
+        except Exception as exc:
+            return exc
+        finally:
+            structlog.contextvars.reset_contextvars(**tokens)
+
+    async def _measure(self, check: Check, at: float) -> tuple[Any, Any]:
+        """One poll's numbers for ``check``: (canary, baseline or None)."""
+        structlog.contextvars.bind_contextvars(check=check.config.name)
+        try:
+            return await asyncio.wait_for(self._measure_arms(check, at), self.policy.poll_timeout)
         except TimeoutError as exc:
             raise TemporaryError(
-                f"provider {cfg.provider} did not answer within {format_duration(self.policy.poll_timeout)}"
+                f"provider {check.config.provider} did not answer within "
+                f"{format_duration(self.policy.poll_timeout)}"
             ) from exc
-        if sums[1] is None:
-            raise Blind(f"no data for {arms[0][0]} ({e.version}) from provider {cfg.provider}")
-        canary = RatioCounts(bad=sums[0] or 0.0, total=sums[1])
-        baseline = None
-        if len(arms) == 2:
-            if sums[3] is None:
-                raise Blind(f"no data for baseline ({e.baseline_version}) from provider {cfg.provider}")
-            baseline = RatioCounts(bad=sums[2] or 0.0, total=sums[3])
-        return canary, baseline
 
-    async def _query(self, provider: MetricsProvider, name: str, query: str, at: float) -> float | None:
-        """Sum of the query's series, or None when it returned none (no data)."""
+    async def _measure_arms(self, check: Check, at: float) -> tuple[Any, Any]:
+        arms = self._arms(check)
+        cfg = check.config
+        provider = self.providers[cfg.provider]
+        if isinstance(check, RatioCheck):
+            assert cfg.bad is not None and cfg.total is not None
+            jobs = []
+            for arm, version in arms:
+                for part, template in (("bad", cfg.bad), ("total", cfg.total)):
+                    jobs.append(self._sum(check, f"{arm}.{part}", template, self._values(version), at))
+            sums = await self._all(jobs)
+            counts = [
+                self._ratio(arm, version, sums[2 * i], sums[2 * i + 1], cfg.provider)
+                for i, (arm, version) in enumerate(arms)
+            ]
+            return counts[0], counts[1] if len(counts) == 2 else None
+        assert cfg.query is not None
+        samples = await self._all(
+            [
+                self._query(provider, cfg.provider, self._render(check, arm, cfg.query, self._values(v)), at)
+                for arm, v in arms
+            ]
+        )
+        parsed = []
+        for (arm, version), got in zip(arms, samples, strict=True):
+            if not got:
+                raise Blind(f"no data for {arm} ({version}) from provider {cfg.provider}")
+            parsed.append(_buckets(got) if isinstance(check, HistogramCheck) else _mean(got))
+        return parsed[0], parsed[1] if len(parsed) == 2 else None
+
+    @staticmethod
+    def _ratio(arm: str, version: str, bad: float | None, total: float | None, provider: str) -> RatioCounts:
+        if total is None:
+            raise Blind(f"no data for {arm} ({version}) from provider {provider}")
+        # PromQL's sum() over no 5xx series is an empty answer: with traffic present it means 0
+        return RatioCounts(bad=bad or 0.0, total=total)
+
+    def _render(self, check: Check, key: str, template: str, values: dict[str, str]) -> str:
+        query = render(template, values, self.providers[check.config.provider].escape)
+        check.queries[key] = query
+        return query
+
+    async def _sum(
+        self,
+        check: Check,
+        key: str,
+        template: str,
+        values: dict[str, str],
+        at: float,
+        interval: float | None = None,
+    ) -> float | None:
+        provider = self.providers[check.config.provider]
+        samples = await self._query(
+            provider, check.config.provider, self._render(check, key, template, values), at, interval
+        )
+        return float(sum(s.value for s in samples)) if samples else None
+
+    async def _query(
+        self, provider: MetricsProvider, name: str, query: str, at: float, interval: float | None = None
+    ) -> list[Sample]:
+        """The provider's answer; an adapter bug blinds the check instead of killing the Watch."""
         started = time.monotonic()
         try:
-            samples = await provider.query(query, at=at, interval=self.policy.interval)
+            return await provider.query(query, at=at, interval=interval or self.policy.interval)
         except (TemporaryError, PermanentError):
             raise
-        except Exception as exc:  # an adapter bug must blind the check, not kill the Watch
-            log.error("provider.crashed", provider=name, error=repr(exc))
+        except Exception as exc:
+            self._log.error("provider.crashed", provider=name, error=repr(exc))
             raise TemporaryError(f"provider {name} failed: {exc!r}") from exc
         finally:
-            log.debug("provider.query", provider=name, seconds=time.monotonic() - started)
-        if not samples:
-            return None
-        return float(sum(s.value for s in samples))
+            self._log.debug("provider.query", provider=name, seconds=time.monotonic() - started)
+
+    # -- the reference before the deploy -------------------------------------------------------------
+
+    async def _fetch_reference(self, check: Check) -> None:
+        """The same query over the window before the deploy. A failure leaves the check without a
+        reference (blind for ``before``; a histogram then takes its edges from the first poll)."""
+        cfg = check.config
+        e = self.deployment.event
+        version = e.baseline_version or e.version
+        window = cfg.before_window
+        start = self.deployment.created_at
+        try:
+            if isinstance(check, RatioCheck):
+                check.set_reference(await self._reference_intervals(check, version))
+            elif isinstance(check, HistogramCheck):
+                assert cfg.query is not None
+                provider = self.providers[cfg.provider]
+                query = self._render(check, "before", cfg.query, self._values(version, window))
+                got = await self._query(provider, cfg.provider, query, start, window)
+                check.set_reference(_buckets(got) if got else None)
+            elif isinstance(check, GaugeCheck):
+                assert cfg.query is not None
+                provider = self.providers[cfg.provider]
+                query = self._render(check, "before", cfg.query, self._values(version))
+                count = min(MAX_REFERENCE_POLLS, max(1, int(window // self.policy.interval)))
+                answers = await asyncio.gather(
+                    *(
+                        self._query(provider, cfg.provider, query, start - j * self.policy.interval)
+                        for j in range(count)
+                    )
+                )
+                check.set_reference([_mean(a) for a in answers if a])
+        except (Blind, TemporaryError, PermanentError) as exc:
+            log.warning("reference.unavailable", check=cfg.name, reason=str(exc))
+            check.set_reference(None)
+
+    async def _reference_intervals(self, check: RatioCheck, version: str) -> list[RatioCounts]:
+        """Per-interval counts over the window before the deploy, on the poll grid, at most
+        MAX_REFERENCE_POLLS of them, a few queries at a time to spare the provider."""
+        cfg = check.config
+        assert cfg.bad is not None and cfg.total is not None
+        values = self._values(version)
+        count = min(MAX_REFERENCE_POLLS, max(1, int(cfg.before_window // self.policy.interval)))
+        gate = asyncio.Semaphore(4)
+
+        async def one(j: int) -> RatioCounts | None:
+            at = self.deployment.created_at - j * self.policy.interval
+            async with gate:
+                try:
+                    bad = await self._sum(check, "before.bad", cfg.bad or "", values, at)
+                    total = await self._sum(check, "before.total", cfg.total or "", values, at)
+                except (TemporaryError, PermanentError):
+                    return None
+            return None if total is None else RatioCounts(bad or 0.0, total)
+
+        found = await self._all([one(j) for j in range(count)])
+        return [c for c in found if c is not None]
+
+
+def _mean(samples: list[Sample]) -> float:
+    """A gauge query should aggregate itself; several series are averaged, not summed."""
+    return float(sum(s.value for s in samples) / len(samples))
+
+
+def _buckets(samples: list[Sample]) -> Buckets:
+    """Per-``le`` sums of a histogram query's series (cumulative bucket counts)."""
+    out: Buckets = {}
+    for s in samples:
+        le = s.labels.get("le")
+        if le is None:
+            raise Blind("the histogram query returned a series without an `le` label (use sum by (le))")
+        try:
+            bound = math.inf if le in ("+Inf", "Inf", "inf") else float(le)
+        except ValueError:
+            raise Blind(f"the histogram query returned le={le!r}, which is not a number") from None
+        out[bound] = out.get(bound, 0.0) + s.value
+    return out

@@ -9,11 +9,11 @@ import pytest
 from scipy import stats
 from scipy.special import logsumexp
 
-from watchdog.analysis.eprocess import OneSampleRatio, TwoSampleRatio
+from watchdog.analysis.eprocess import CountStream
 
 
 def _first_crossing(
-    test: TwoSampleRatio,
+    test: CountStream,
     rng: np.random.Generator,
     p_c: float,
     p_b: float,
@@ -43,7 +43,7 @@ def test_two_sample_false_rollbacks_stay_under_alpha_when_peeking_every_poll(rat
     rng = np.random.default_rng(7)
     alpha, runs = 0.05, 600
     alarms = sum(
-        _first_crossing(TwoSampleRatio(), rng, rate, rate, n, n, 60, 1 / alpha) is not None
+        _first_crossing(CountStream(), rng, rate, rate, n, n, 60, 1 / alpha) is not None
         for _ in range(runs)
     )
     assert _under_alpha(alarms, runs, alpha), alarms
@@ -57,7 +57,7 @@ def test_two_sample_null_holds_when_the_traffic_split_changes_every_poll() -> No
     n_c = np.linspace(20, 400, polls).astype(int)
     n_b = np.linspace(400, 200, polls).astype(int)
     alarms = sum(
-        _first_crossing(TwoSampleRatio(), rng, 0.01, 0.01, n_c, n_b, polls, 1 / alpha) is not None
+        _first_crossing(CountStream(), rng, 0.01, 0.01, n_c, n_b, polls, 1 / alpha) is not None
         for _ in range(runs)
     )
     assert _under_alpha(alarms, runs, alpha), alarms
@@ -67,7 +67,7 @@ def test_two_sample_null_is_composite_a_better_canary_never_fails() -> None:
     """A canary with half the baseline's errors is inside the null: no rollbacks at all here."""
     rng = np.random.default_rng(3)
     alarms = sum(
-        _first_crossing(TwoSampleRatio(), rng, 0.005, 0.01, 300, 300, 60, 100) is not None for _ in range(300)
+        _first_crossing(CountStream(), rng, 0.005, 0.01, 300, 300, 60, 100) is not None for _ in range(300)
     )
     assert alarms == 0
 
@@ -78,13 +78,13 @@ def test_two_sample_per_interval_likelihood_ratio_has_expectation_at_most_one(
 ) -> None:
     """The supermartingale property, computed exactly with scipy's binomial pmf: for every grid
     alternative, E[LR] = 1 at the null's boundary and below it inside the null."""
-    test = TwoSampleRatio()
+    test = CountStream()
     n_c, n_b, bad = 300, 500, 12
     theta0 = n_c / (n_c + n_b)
     theta_true = theta0 * theta_true_factor
     x = np.arange(bad + 1)
     pmf = stats.binom.pmf(x, bad, theta_true)
-    theta = test.rho * n_c / (test.rho * n_c + n_b)
+    theta = test.alt * n_c / (test.alt * n_c + n_b)
     lr = (theta[:, None] / theta0) ** x * ((1 - theta[:, None]) / (1 - theta0)) ** (bad - x)
     expectation = (lr * pmf).sum(axis=1)
     if theta_true_factor == 1.0:
@@ -95,13 +95,13 @@ def test_two_sample_per_interval_likelihood_ratio_has_expectation_at_most_one(
 
 def test_two_sample_mixture_matches_its_closed_form() -> None:
     """After several updates the e-value equals the mean over the grid of the products of the
-    binomial likelihood ratios, each computed independently with scipy."""
-    test = TwoSampleRatio()
+    binomial likelihood ratios, each computed independently with scipy (dispersion off)."""
+    test = CountStream(dispersion=False)
     data = [(3, 200, 1, 210), (5, 190, 2, 220), (0, 180, 1, 205)]
     for row in data:
         test.update(*row)
     expected = 0.0
-    for rho in test.rho:
+    for rho in test.alt:
         product = 1.0
         for bad_c, n_c, bad_b, n_b in data:
             theta0 = n_c / (n_c + n_b)
@@ -109,7 +109,7 @@ def test_two_sample_mixture_matches_its_closed_form() -> None:
             product *= stats.binom.pmf(bad_c, bad_c + bad_b, theta) / stats.binom.pmf(
                 bad_c, bad_c + bad_b, theta0
             )
-        expected += product / len(test.rho)
+        expected += product / len(test.alt)
     assert math.isclose(test.e_value, expected, rel_tol=1e-9)
 
 
@@ -117,7 +117,7 @@ def test_two_sample_detects_a_twenty_fold_regression_within_three_polls() -> Non
     """10 % errors against 0.5 %, 200 requests per poll per arm: crossed within 3 polls in every
     one of 200 seeded runs."""
     rng = np.random.default_rng(5)
-    delays = [_first_crossing(TwoSampleRatio(), rng, 0.10, 0.005, 200, 200, 30, 100) for _ in range(200)]
+    delays = [_first_crossing(CountStream(), rng, 0.10, 0.005, 200, 200, 30, 100) for _ in range(200)]
     assert all(d is not None and d <= 3 for d in delays), delays
 
 
@@ -125,7 +125,7 @@ def test_two_sample_detects_a_doubling_at_moderate_traffic() -> None:
     """0.5 % doubling at 10 req/s with 30 s polls (300 requests per poll): most runs are caught
     within a 30 minute bake (60 polls), as DESIGN §7's reference point expects."""
     rng = np.random.default_rng(9)
-    delays = [_first_crossing(TwoSampleRatio(), rng, 0.01, 0.005, 300, 300, 60, 100) for _ in range(200)]
+    delays = [_first_crossing(CountStream(), rng, 0.01, 0.005, 300, 300, 60, 100) for _ in range(200)]
     caught = [d for d in delays if d is not None]
     assert len(caught) / len(delays) >= 0.8
     assert float(np.median(caught)) * 30 / 60 < 20  # median minutes to detect
@@ -133,7 +133,7 @@ def test_two_sample_detects_a_doubling_at_moderate_traffic() -> None:
 
 def test_intervals_without_events_or_bad_events_leave_the_evidence_unchanged() -> None:
     """Zero traffic in an arm or no bad events at all carry no information about the ratio."""
-    test = TwoSampleRatio()
+    test = CountStream()
     for row in [(0, 0, 0, 100), (0, 100, 0, 0), (0, 100, 0, 100)]:
         test.update(*row)
     assert test.e_value == 1.0
@@ -141,7 +141,7 @@ def test_intervals_without_events_or_bad_events_leave_the_evidence_unchanged() -
 
 def test_direction_decrease_flags_a_drop_and_not_a_rise() -> None:
     """`direction: decrease` (a success ratio): a drop is evidence, a rise is not."""
-    drop, rise = TwoSampleRatio("decrease"), TwoSampleRatio("decrease")
+    drop, rise = CountStream("decrease"), CountStream("decrease")
     for _ in range(5):
         drop.update(5, 200, 50, 200)
         rise.update(50, 200, 5, 200)
@@ -154,7 +154,7 @@ def test_one_sample_false_rollbacks_stay_under_alpha_at_the_objective() -> None:
     rng = np.random.default_rng(13)
     alpha, runs, alarms = 0.05, 600, 0
     for _ in range(runs):
-        test = OneSampleRatio(0.01)
+        test = CountStream(objective=0.01)
         for _ in range(60):
             test.update(rng.binomial(200, 0.01), 200)
             if test.e_value >= 1 / alpha:
@@ -166,18 +166,18 @@ def test_one_sample_false_rollbacks_stay_under_alpha_at_the_objective() -> None:
 @pytest.mark.parametrize("p_true", [0.01, 0.008, 0.002])
 def test_one_sample_likelihood_ratio_expectation_is_at_most_one_inside_the_null(p_true: float) -> None:
     """Exact expectation with scipy's pmf: 1 at the objective, below 1 under it."""
-    test = OneSampleRatio(0.01)
+    test = CountStream(objective=0.01)
     n = 400
     x = np.arange(n + 1)
     log_pmf = stats.binom.logpmf(x, n, p_true)
-    log_lr = x * np.log(test.p[:, None] / 0.01) + (n - x) * (np.log1p(-test.p[:, None]) - math.log1p(-0.01))
+    log_lr = x * np.log(test.alt[:, None] / 0.01) + (n - x) * (np.log1p(-test.alt[:, None]) - math.log1p(-0.01))
     expectation = np.exp(logsumexp(log_lr + log_pmf, axis=1))
     assert np.all(expectation <= 1 + 1e-9)
 
 
 def test_one_sample_catches_an_slo_breach() -> None:
     """5 % errors against a 1 % objective at 200 requests a poll: crossed within 3 polls."""
-    test = OneSampleRatio(0.01)
+    test = CountStream(objective=0.01)
     for _ in range(3):
         test.update(10, 200)
     assert test.e_value >= 100
@@ -185,11 +185,11 @@ def test_one_sample_catches_an_slo_breach() -> None:
 
 def test_state_round_trips_so_a_resumed_watch_keeps_its_evidence() -> None:
     """to_state/load_state restores the same e-value; a state of the wrong shape is ignored."""
-    test = TwoSampleRatio()
+    test = CountStream()
     test.update(6, 200, 1, 200)
-    restored = TwoSampleRatio()
+    restored = CountStream()
     restored.load_state(test.to_state())
     assert restored.e_value == test.e_value
-    ignored = TwoSampleRatio()
-    ignored.load_state({"log_lr": [1.0, 2.0]})
+    ignored = CountStream()
+    ignored.load_state({"log_e": [1.0, 2.0]})
     assert ignored.e_value == 1.0

@@ -32,9 +32,14 @@ def feed(
 
 
 def test_alpha_is_split_equally_across_checks() -> None:
-    """Two checks under alpha 0.01 each get 0.005: a threshold of 200, so the union bound holds."""
+    """Two checks under alpha 0.01 each get 0.005, of which 70 % goes to the sequential test
+    (threshold 1/0.0035), 10 % to the late-onset detector (N/0.0005) and 20 % to the end look."""
     analysis = PolicyAnalysis(policy(alpha=0.01))
-    assert [c.threshold for c in analysis.checks.values()] == [200.0, 200.0]
+    for check in analysis.checks.values():
+        assert check.alpha == 0.005
+        assert math.isclose(check.threshold, 1 / 0.0035)
+        assert math.isclose(check.detector_threshold, 20 / 0.0005)
+        assert math.isclose(check.end_alpha, 0.001)
 
 
 def test_a_failing_critical_check_rolls_back_with_its_numbers_in_the_reason() -> None:
@@ -44,7 +49,8 @@ def test_a_failing_critical_check_rolls_back_with_its_numbers_in_the_reason() ->
     decision = analysis.decide(final=False)
     assert decision.verdict is Verdict.FAIL
     assert "errors 10.00 % vs 0.50 % on 600 vs 600 requests" in decision.reason
-    assert "against a threshold of 200" in decision.reason
+    assert "against a threshold of 286" in decision.reason
+    assert "error ratio x" in decision.reason
 
 
 def test_non_critical_failures_count_toward_the_policy_threshold() -> None:
@@ -110,7 +116,7 @@ def test_nonsense_counts_are_blindness_not_evidence() -> None:
         ((5, 10), None),
     ]:
         check.observe(RatioCounts(*canary), RatioCounts(*baseline) if baseline else None)
-    assert check.test.e_value == 1.0
+    assert check.stream.e_value == 1.0
     assert check.blind_polls == 4
     assert "no baseline counts" in check.report().summary
 

@@ -81,10 +81,14 @@ async def test_renders_queries_per_arm_and_polls_on_the_grid() -> None:
     provider = FakeMetricsProvider(rates(1, 1))
     decision, clock, _ = await run(provider)
     assert decision is not None and decision.verdict is Verdict.PASS
-    times = sorted({at for _, at in provider.queries})
+    times = sorted({at for _, at in provider.queries if at > 1000})
     assert times == [1000.0 + 30 * k for k in range(1, 11)]
-    assert 'req{version="v2",code=~"5.."}[30s]' in provider.queries[0][0]
-    assert any('version="v1"' in q for q, _ in provider.queries)
+    before = sorted({at for _, at in provider.queries if at <= 1000})
+    assert before == [1000.0 - 30 * j for j in range(59, -1, -1)]  # the dispersion reference
+    polled = [q for q, at in provider.queries if at > 1000]
+    assert 'req{version="v2",code=~"5.."}[30s]' in polled[0]
+    assert any('version="v1"' in q for q in polled)
+    assert all('version="v1"' in q for q, at in provider.queries if at <= 1000)  # baseline before
     assert clock.now() == 1300.0
 
 

@@ -1,15 +1,19 @@
 """Pure statistics and the verdict policy: numbers in, decisions out, no I/O (DESIGN §7)."""
 
-from watchdog.analysis.checks import RatioCheck, RatioCounts
-from watchdog.analysis.eprocess import OneSampleRatio, TwoSampleRatio
-from watchdog.analysis.policy import Decision, PolicyAnalysis, unsupported
+from watchdog.analysis.checks import Buckets, Check, GaugeCheck, HistogramCheck, RatioCheck, RatioCounts
+from watchdog.analysis.eprocess import CountStream
+from watchdog.analysis.policy import Decision, PolicyAnalysis, build_check, total_polls
 
 __all__ = [
+    "Buckets",
+    "Check",
+    "CountStream",
     "Decision",
-    "OneSampleRatio",
+    "GaugeCheck",
+    "HistogramCheck",
     "PolicyAnalysis",
     "RatioCheck",
     "RatioCounts",
-    "TwoSampleRatio",
-    "unsupported",
+    "build_check",
+    "total_polls",
 ]

@@ -1,18 +1,40 @@
 """One check's running analysis: numbers in, a verdict with its explanation out. No I/O.
 
-A check keeps its e-process and the counts behind it, says "not enough data" apart from "worse",
-and serialises itself so a resumed Watch continues with the evidence it had.
+A check splits its share ``a`` of the policy's alpha three ways (DESIGN §7, Guards):
+
+- 70 % for the e-process from the deploy's start (threshold 1/(0.7a)): fast on regressions that
+  are there from the first poll;
+- 10 % for the late-onset e-detector (threshold N/(0.1a) for a bake of N polls): a leak that starts
+  after twenty healthy minutes is not buried by them;
+- 20 % for one fixed-horizon look at the end of the bake: it recovers most of the power a
+  sequential test gives away on small effects.
+
+The three events' probabilities add up (a union bound), so a healthy deploy is rolled back with
+probability at most ``a`` by this check. Blindness (no data, nonsense numbers, too little traffic)
+is recorded apart and never counts as evidence.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-from watchdog.analysis.eprocess import OneSampleRatio, TwoSampleRatio
+import numpy as np
+from scipy import stats
+
+from watchdog.analysis.eprocess import CountStream
 from watchdog.config.models import CheckConfig
 from watchdog.model import CheckReport, Verdict
+
+SEQUENTIAL_SHARE, DETECTOR_SHARE, END_SHARE = 0.7, 0.1, 0.2
+PASS_CONFIDENCE = 0.05
+"""Error level of the confidence sequence behind the early pass: it passes a deploy that is in fact
+worse than its tolerance with probability at most 5 %. Not part of alpha, which bounds false
+rollbacks."""
+REFERENCE_SHARE = 0.2
+"""compare: before: the part of a check's alpha spent on the uncertainty of the reference window."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +55,23 @@ class RatioCounts:
         return None
 
 
+Buckets = dict[float, float]
+"""Cumulative histogram counts of one interval, keyed by upper bound (``le``; +Inf as math.inf)."""
+
+
+def bucket_problem(buckets: Buckets) -> str | None:
+    values = [buckets[le] for le in sorted(buckets)]
+    if not values:
+        return "no buckets"
+    if not all(math.isfinite(v) and v >= 0 for v in values):
+        return "a bucket count is NaN, infinite or negative"
+    if any(b < a - 1e-9 for a, b in itertools.pairwise(values)):
+        return "bucket counts are not cumulative (a counter reset the query missed?)"
+    if math.inf not in buckets:
+        return "no +Inf bucket, so the total is unknown"
+    return None
+
+
 def _pct(bad: float, total: float) -> str:
     return f"{100 * bad / total:.2f} %" if total > 0 else "n/a"
 
@@ -45,50 +84,42 @@ def _evidence(e: float) -> str:
     return f"{e:,.0f}" if e >= 10 else f"{e:.2f}"
 
 
-class RatioCheck:
-    """A ``type: ratio`` check with ``compare: baseline`` (two-sample) or ``compare: slo``."""
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
 
-    def __init__(self, config: CheckConfig, alpha: float) -> None:
+
+class Check:
+    """What every check type shares: budget, blindness bookkeeping, verdict, persistence."""
+
+    kind: ClassVar[str] = ""
+
+    def __init__(self, config: CheckConfig, alpha: float, total_polls: int) -> None:
         self.config = config
-        self.alpha = alpha
-        self.threshold = 1.0 / alpha
-        self.test: TwoSampleRatio | OneSampleRatio
-        if config.compare == "slo":
-            assert config.objective is not None  # the config model insists
-            self.test = OneSampleRatio(config.objective, config.direction)
-        else:
-            self.test = TwoSampleRatio(config.direction)
-        self.bad_c = self.total_c = self.bad_b = self.total_b = 0.0
+        self.total_polls = max(1, total_polls)
+        self._set_alpha(alpha)
         self.polls = 0
         self.blind_polls = 0
         self.last_problem = ""
         self.failed_at_poll: int | None = None
+        self.failed_by = ""
+        self.passed_at_poll: int | None = None
+        self.end_p: float | None = None
         self.queries: dict[str, str] = {}
+        self.reference: dict[str, Any] | None = None
+
+    def _set_alpha(self, alpha: float) -> None:
+        self.alpha = alpha
+        self.threshold = 1.0 / (SEQUENTIAL_SHARE * alpha)
+        self.detector_threshold = self.total_polls / (DETECTOR_SHARE * alpha)
+        self.end_alpha = END_SHARE * alpha
+
+    # -- what the Watch calls ------------------------------------------------------------------------
 
     @property
-    def two_sample(self) -> bool:
-        return isinstance(self.test, TwoSampleRatio)
-
-    def observe(self, canary: RatioCounts, baseline: RatioCounts | None) -> None:
-        """Feed one poll's counts. Counts that make no sense are recorded as blindness."""
-        self.polls += 1
-        problem = canary.problem() or (baseline.problem() if baseline is not None else None)
-        if problem is None and self.two_sample and baseline is None:
-            problem = "no baseline counts"
-        if problem is not None:
-            self.blind(problem, counted=False)
-            return
-        if isinstance(self.test, TwoSampleRatio):
-            assert baseline is not None
-            self.test.update(canary.bad, canary.total, baseline.bad, baseline.total)
-            self.bad_b += baseline.bad
-            self.total_b += baseline.total
-        else:
-            self.test.update(canary.bad, canary.total)
-        self.bad_c += canary.bad
-        self.total_c += canary.total
-        if self.failed_at_poll is None and self.test.e_value >= self.threshold:
-            self.failed_at_poll = self.polls
+    def needs_reference(self) -> bool:
+        """Whether the Watch should fetch data from before the deploy (``compare: before``, or a
+        histogram's edges) before the first poll."""
+        return self.config.compare == "before" and self.reference is None
 
     def blind(self, reason: str, *, counted: bool = True) -> None:
         """Record a poll without usable data (no data, provider error) and why."""
@@ -97,80 +128,657 @@ class RatioCheck:
         self.blind_polls += 1
         self.last_problem = reason
 
-    @property
-    def events(self) -> float:
-        return self.total_c + self.total_b
-
-    @property
-    def has_enough_data(self) -> bool:
-        return self.total_c > 0 and self.events >= max(1, self.config.min_requests)
+    def finish(self) -> None:
+        """The bake is over: the fixed-horizon look, once."""
+        if self.failed_at_poll is None and self.end_p is None and self.has_enough_data:
+            self.end_p = self.end_p_value()
+            if self.end_p is not None and self.end_p <= self.end_alpha:
+                self.failed_at_poll = self.polls
+                self.failed_by = "end"
 
     def verdict(self, *, final: bool) -> Verdict:
         if self.failed_at_poll is not None:
             return Verdict.FAIL
+        if self.passed_at_poll is not None:
+            return Verdict.PASS
         if not final:
             return Verdict.PENDING
         return Verdict.PASS if self.has_enough_data else Verdict.INCONCLUSIVE
 
-    def report(self, *, final: bool = False) -> CheckReport:
-        verdict = self.verdict(final=final)
-        e = self.test.e_value
-        stats: dict[str, Any] = {
-            "type": "ratio",
-            "compare": self.config.compare,
-            "canary": {"bad": self.bad_c, "total": self.total_c},
-            "e_value": e,
-            "threshold": self.threshold,
-            "alpha": self.alpha,
-            "polls": self.polls,
-            "blind_polls": self.blind_polls,
-            "queries": self.queries,
-        }
-        name = self.config.name
-        if self.two_sample:
-            stats["baseline"] = {"bad": self.bad_b, "total": self.total_b}
-            rate_c = self.bad_c / self.total_c if self.total_c else None
-            rate_b = self.bad_b / self.total_b if self.total_b else None
-            stats["effect"] = (
-                rate_c / rate_b if rate_c is not None and rate_b else None
-            )  # observed ratio of bad rates
-            numbers = (
-                f"{name} {_pct(self.bad_c, self.total_c)} vs {_pct(self.bad_b, self.total_b)} "
-                f"on {_count(self.total_c)} vs {_count(self.total_b)} requests"
-            )
-        else:
-            stats["objective"] = self.config.objective
-            numbers = (
-                f"{name} {_pct(self.bad_c, self.total_c)} against an objective of "
-                f"{100 * (self.config.objective or 0):.2f} % on {_count(self.total_c)} requests"
-            )
-        evidence = f"evidence {_evidence(e)} against a threshold of {_evidence(self.threshold)}"
-        if verdict is Verdict.INCONCLUSIVE or (self.polls and self.blind_polls == self.polls):
-            why = self.last_problem or "too little traffic"
-            summary = f"{name}: no verdict, {why} ({self.blind_polls} of {self.polls} polls blind)"
-            if self.total_c:
-                summary += f"; {numbers}"
-        else:
-            summary = f"{numbers}; {evidence}"
-        return CheckReport(name=name, verdict=verdict, summary=summary, statistics=stats)
+    # -- what each type provides ---------------------------------------------------------------------
+
+    def observe(self, canary: Any, baseline: Any) -> None:
+        """Feed one poll's numbers for both arms (baseline None when not compared with one)."""
+        raise NotImplementedError
+
+    def set_reference(self, reference: Any) -> None:
+        """What the window before the deploy showed (None when it had no data)."""
+        raise NotImplementedError
 
     def to_state(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    @property
+    def has_enough_data(self) -> bool:
+        raise NotImplementedError
+
+    def end_p_value(self) -> float | None:
+        raise NotImplementedError
+
+    def report(self, *, final: bool = False) -> CheckReport:
+        raise NotImplementedError
+
+    def _note_failure(self, e_log: float, detector_log: float) -> None:
+        if self.failed_at_poll is not None:
+            return
+        if e_log >= math.log(self.threshold):
+            self.failed_at_poll, self.failed_by = self.polls, "sequential"
+        elif detector_log >= math.log(self.detector_threshold):
+            self.failed_at_poll, self.failed_by = self.polls, "late-onset detector"
+
+    def _base_state(self) -> dict[str, Any]:
         return {
-            "test": self.test.to_state(),
-            "counts": [self.bad_c, self.total_c, self.bad_b, self.total_b],
             "polls": self.polls,
             "blind_polls": self.blind_polls,
             "last_problem": self.last_problem,
             "failed_at_poll": self.failed_at_poll,
+            "failed_by": self.failed_by,
+            "passed_at_poll": self.passed_at_poll,
+            "end_p": self.end_p,
+            "reference": self.reference,
         }
 
-    def load_state(self, state: dict[str, Any]) -> None:
-        self.test.load_state(state.get("test", {}))
-        self.bad_c, self.total_c, self.bad_b, self.total_b = (
-            float(x) for x in state.get("counts", [0, 0, 0, 0])
-        )
+    def _load_base(self, state: dict[str, Any]) -> None:
         self.polls = int(state.get("polls", 0))
         self.blind_polls = int(state.get("blind_polls", 0))
         self.last_problem = str(state.get("last_problem", ""))
         failed = state.get("failed_at_poll")
         self.failed_at_poll = int(failed) if failed is not None else None
+        self.failed_by = str(state.get("failed_by", ""))
+        passed = state.get("passed_at_poll")
+        self.passed_at_poll = int(passed) if passed is not None else None
+        end_p = state.get("end_p")
+        self.end_p = float(end_p) if end_p is not None else None
+        reference = state.get("reference")
+        self.reference = dict(reference) if isinstance(reference, dict) else None
+
+    def _blind_summary(self, numbers: str | None) -> str:
+        why = self.last_problem or "too little traffic"
+        summary = f"{self.config.name}: no verdict, {why} ({self.blind_polls} of {self.polls} polls blind)"
+        return f"{summary}; {numbers}" if numbers else summary
+
+    def _end_p_from_z(self, z: float) -> float:
+        if self.config.direction == "both":
+            return float(2 * stats.norm.sf(abs(z)))
+        return float(stats.norm.sf(z))
+
+
+def reference_objective(bad: float, total: float, alpha: float, direction: str) -> float | None:
+    """``compare: before``: the reference window's rate, moved to the edge of its Clopper-Pearson
+    interval at level ``alpha`` on the side that protects against false rollbacks (the upper bound
+    when an increase is bad). Testing the canary against that bound keeps the false-rollback chance
+    under this check's alpha plus ``alpha`` although the reference is itself only an estimate."""
+    if total <= 0:
+        return None
+    if direction == "decrease":
+        bound = float(stats.beta.ppf(alpha, bad, total - bad + 1)) if bad > 0 else 0.0
+    else:
+        bound = float(stats.beta.ppf(1 - alpha, bad + 1, total - bad)) if bad < total else 1.0
+    return min(max(bound, 1e-9), 1 - 1e-6)
+
+
+def dispersion_sum(intervals: list[RatioCounts]) -> tuple[float, float]:
+    """Pearson's X^2 of per-interval bad counts around their pooled rate, and its degrees of freedom:
+    X^2 / dof estimates how much burstier the errors are than independent requests."""
+    bad = sum(c.bad for c in intervals)
+    total = sum(c.total for c in intervals)
+    if len(intervals) < 2 or total <= 0 or not 0 < bad < total:
+        return 0.0, 0.0
+    rate = bad / total
+    pearson = sum((c.bad - c.total * rate) ** 2 / (c.total * rate * (1 - rate)) for c in intervals)
+    return float(pearson), float(len(intervals) - 1)
+
+
+class RatioCheck(Check):
+    """``type: ratio``: bad / total events, against the baseline, the window before, or the SLO."""
+
+    kind = "ratio"
+
+    def __init__(self, config: CheckConfig, alpha: float, total_polls: int) -> None:
+        super().__init__(config, alpha, total_polls)
+        self.alpha_reference = alpha * REFERENCE_SHARE
+        if config.compare == "before":
+            self._set_alpha(alpha * (1 - REFERENCE_SHARE))
+        self.stream = self._new_stream()
+
+    def _objective(self) -> float | None:
+        if self.config.compare == "slo":
+            return self.config.objective
+        if self.config.compare == "before" and self.reference is not None:
+            objective = self.reference.get("objective")
+            return float(objective) if objective is not None else None
+        return None
+
+    def _new_stream(self) -> CountStream:
+        return CountStream(self.config.direction, self._objective())
+
+    @property
+    def two_sample(self) -> bool:
+        return self.config.compare == "baseline"
+
+    @property
+    def needs_reference(self) -> bool:
+        """Every ratio check looks before the deploy: its intervals give the dispersion factor
+        before the test sees any canary data, and for ``compare: before`` the reference rate."""
+        return self.reference is None
+
+    def set_reference(self, intervals: list[RatioCounts] | None) -> None:
+        """Per-interval counts from before the deploy (the baseline version's, or the service's);
+        None or empty when there were none."""
+        usable = [c for c in intervals or [] if c.problem() is None and c.total > 0]
+        bad = float(sum(c.bad for c in usable))
+        total = float(sum(c.total for c in usable))
+        pearson, dof = dispersion_sum(usable)
+        self.reference = {
+            "intervals": len(usable),
+            "bad": bad,
+            "total": total,
+            "objective": None,
+            "dispersion": max(1.0, pearson / dof) if dof else None,
+        }
+        if self.config.compare == "before" and total > 0:
+            self.reference["objective"] = reference_objective(
+                bad, total, self.alpha_reference, self.config.direction
+            )
+            self.stream = self._new_stream()
+        self.stream.seed_dispersion(pearson, dof)
+
+    def observe(self, canary: RatioCounts, baseline: RatioCounts | None) -> None:
+        """Feed one poll's counts. Counts that make no sense are recorded as blindness."""
+        self.polls += 1
+        problem = canary.problem() or (baseline.problem() if baseline is not None else None)
+        if problem is None and self.two_sample and baseline is None:
+            problem = "no baseline counts"
+        if problem is None and self.config.compare == "before" and self._objective() is None:
+            problem = "the window before the deploy had no data to compare with"
+        if problem is not None:
+            self.blind(problem, counted=False)
+            return
+        if self.two_sample:
+            assert baseline is not None
+            self.stream.update(canary.bad, canary.total, baseline.bad, baseline.total)
+        else:
+            self.stream.update(canary.bad, canary.total)
+        self._note_failure(self.stream.log_e_value, self.stream.log_detector)
+        self._maybe_pass_early()
+
+    def _maybe_pass_early(self) -> None:
+        tolerance = self.config.tolerance
+        if tolerance is None or self.failed_at_poll is not None or not self.has_enough_data:
+            return
+        low, high = self.stream.confidence_interval(PASS_CONFIDENCE)
+        direction = self.config.direction
+        inside_up = high <= 1 + tolerance
+        inside_down = low >= 1 / (1 + tolerance)
+        if (
+            (direction == "increase" and inside_up)
+            or (direction == "decrease" and inside_down)
+            or (direction == "both" and inside_up and inside_down)
+        ):
+            self.passed_at_poll = self.polls
+
+    @property
+    def events(self) -> float:
+        c = self.stream.counts
+        return float(c[1] + c[3])
+
+    @property
+    def has_enough_data(self) -> bool:
+        return self.stream.counts[1] > 0 and self.events >= max(1, self.config.min_requests)
+
+    def end_p_value(self) -> float | None:
+        if self.stream.score[1] <= 0:
+            return None
+        return self._end_p_from_z(self.stream.end_z())
+
+    def statistics(self) -> dict[str, Any]:
+        s = self.stream
+        bad_c, total_c, bad_b, total_b = (float(x) for x in s.counts)
+        low, high = s.confidence_interval(PASS_CONFIDENCE)
+        stats_: dict[str, Any] = {
+            "type": self.kind,
+            "compare": self.config.compare,
+            "canary": {"bad": bad_c, "total": total_c},
+            "effect": s.effect_estimate(),
+            "effect_interval": [low, high],
+            "effect_interval_level": 1 - PASS_CONFIDENCE,
+            "e_value": s.e_value,
+            "threshold": self.threshold,
+            "detector": _finite(math.exp(min(700.0, s.log_detector))),
+            "detector_threshold": self.detector_threshold,
+            "end_p_value": self.end_p,
+            "end_alpha": self.end_alpha,
+            "dispersion": s.phi,
+            "alpha": self.alpha,
+            "polls": self.polls,
+            "blind_polls": self.blind_polls,
+            "queries": self.queries,
+        }
+        if self.failed_at_poll is not None:
+            stats_["failed_by"] = self.failed_by
+        if self.two_sample:
+            stats_["baseline"] = {"bad": bad_b, "total": total_b}
+        elif self.config.compare == "slo":
+            stats_["objective"] = self.config.objective
+        else:
+            stats_["reference"] = self.reference
+        return stats_
+
+    def numbers(self) -> str:
+        s = self.stream
+        bad_c, total_c, bad_b, total_b = (float(x) for x in s.counts)
+        name = self.config.name
+        if self.two_sample:
+            return (
+                f"{name} {_pct(bad_c, total_c)} vs {_pct(bad_b, total_b)} "
+                f"on {_count(total_c)} vs {_count(total_b)} requests"
+            )
+        if self.config.compare == "slo":
+            return (
+                f"{name} {_pct(bad_c, total_c)} against an objective of "
+                f"{100 * (self.config.objective or 0):.2f} % on {_count(total_c)} requests"
+            )
+        ref = self.reference or {}
+        before_bad, before_total = ref.get("bad", 0), ref.get("total", 0)
+        return (
+            f"{name} {_pct(bad_c, total_c)} on {_count(total_c)} requests vs "
+            f"{_pct(before_bad, before_total)} before the deploy on {_count(before_total)}"
+        )
+
+    def report(self, *, final: bool = False) -> CheckReport:
+        verdict = self.verdict(final=final)
+        stats_ = self.statistics()
+        numbers = self.numbers()
+        if verdict is Verdict.INCONCLUSIVE or (self.polls and self.blind_polls == self.polls):
+            summary = self._blind_summary(numbers if self.stream.counts[1] else None)
+        else:
+            summary = f"{numbers}; {self._evidence_words(stats_)}"
+        return CheckReport(name=self.config.name, verdict=verdict, summary=summary, statistics=stats_)
+
+    def _evidence_words(self, stats_: dict[str, Any]) -> str:
+        low, high = stats_["effect_interval"]
+        what = "error ratio" if self.two_sample else "ratio to the reference"
+        effect = f"{what} x{stats_['effect']:.2f} (95 % {low:.2f}-{high:.2f})"
+        if self.failed_by == "late-onset detector":
+            detector, threshold = _evidence(stats_["detector"] or 0), _evidence(self.detector_threshold)
+            words = f"late-onset evidence {detector} against {threshold}"
+        elif self.failed_by == "end":
+            words = f"end-of-bake test p = {self.end_p:.2g} below {self.end_alpha:.2g}"
+        else:
+            words = (
+                f"evidence {_evidence(stats_['e_value'])} against a threshold of {_evidence(self.threshold)}"
+            )
+        if self.passed_at_poll is not None:
+            words += f"; passed early: at most {100 * (self.config.tolerance or 0):.0f} % worse"
+        return f"{words}; {effect}"
+
+    def to_state(self) -> dict[str, Any]:
+        return {**self._base_state(), "stream": self.stream.to_state()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self._load_base(state)
+        self.stream = self._new_stream()
+        self.stream.load_state(state.get("stream", {}))
+
+
+class HistogramCheck(Check):
+    """``type: histogram``: requests slower than K bucket edges, each edge a ratio test.
+
+    The edges are the configured ``edges`` (an SLO threshold), or the bucket bounds nearest the
+    baseline's p50, p90 and p99 in data the test does not use (the window before the deploy when the
+    provider has it, else the first poll, which is then left out). The check's e-value is the
+    average of the edges' e-values (an average of e-processes is one); the end-of-bake look spends
+    its share over the edges (Bonferroni).
+    """
+
+    kind = "histogram"
+    QUANTILES = (0.5, 0.9, 0.99)
+
+    def __init__(self, config: CheckConfig, alpha: float, total_polls: int) -> None:
+        super().__init__(config, alpha, total_polls)
+        self.edges: list[float] = list(config.edges or [])
+        self.streams: list[CountStream] = [self._stream() for _ in self.edges]
+
+    def _stream(self) -> CountStream:
+        objective = self.config.objective if self.config.compare == "slo" else None
+        return CountStream(self.config.direction, objective)
+
+    @property
+    def needs_reference(self) -> bool:
+        return not self.edges and self.reference is None
+
+    def set_reference(self, buckets: Buckets | None) -> None:
+        """Edges from the window before the deploy; None (no data there) defers to the first poll."""
+        self.reference = {"source": "before the deploy" if buckets else "first poll"}
+        if buckets and bucket_problem(buckets) is None:
+            self._choose_edges(buckets)
+
+    def _choose_edges(self, buckets: Buckets) -> None:
+        total = buckets[math.inf]
+        if total <= 0:
+            return
+        bounds = sorted(le for le in buckets if math.isfinite(le))
+        chosen: list[float] = []
+        for q in self.QUANTILES:
+            edge = next((le for le in bounds if buckets[le] >= q * total), None)
+            if edge is not None and edge not in chosen:
+                chosen.append(edge)
+        self.edges = chosen
+        self.streams = [self._stream() for _ in chosen]
+        assert self.reference is not None
+        self.reference["edges"] = chosen
+
+    def observe(self, canary: Buckets, baseline: Buckets | None) -> None:
+        self.polls += 1
+        problem = bucket_problem(canary) or (bucket_problem(baseline) if baseline is not None else None)
+        two_sample = self.config.compare == "baseline"
+        if problem is None and two_sample and baseline is None:
+            problem = "no baseline buckets"
+        if problem is not None:
+            self.blind(problem, counted=False)
+            return
+        if not self.edges:
+            source = baseline if baseline is not None else canary
+            self._choose_edges(source)
+            if self.reference is None:
+                self.reference = {"source": "first poll"}
+            self.reference["edges"] = self.edges
+            return  # that poll chose the edges; it does not also test them
+        missing = [e for e in self.edges if e not in canary or (baseline is not None and e not in baseline)]
+        if missing:
+            self.blind(f"bucket layout changed: edge {missing[0]:g} is gone")
+            self.polls -= 1
+            return
+        for edge, stream in zip(self.edges, self.streams, strict=True):
+            slow_c = canary[math.inf] - canary[edge]
+            if two_sample:
+                assert baseline is not None
+                stream.update(
+                    slow_c, canary[math.inf], baseline[math.inf] - baseline[edge], baseline[math.inf]
+                )
+            else:
+                stream.update(slow_c, canary[math.inf])
+        self._note_failure(
+            self._log_mean([s.log_e_value for s in self.streams]),
+            self._log_mean([s.log_detector for s in self.streams]),
+        )
+
+    @staticmethod
+    def _log_mean(values: list[float]) -> float:
+        if not values:
+            return 0.0
+        top = max(values)
+        return top + math.log(sum(math.exp(v - top) for v in values) / len(values))
+
+    @property
+    def has_enough_data(self) -> bool:
+        if not self.streams:
+            return False
+        c = self.streams[0].counts
+        return bool(c[1] > 0 and c[1] + c[3] >= max(1, self.config.min_requests))
+
+    def end_p_value(self) -> float | None:
+        ps = [self._end_p_from_z(s.end_z()) for s in self.streams if s.score[1] > 0]
+        return min(1.0, min(ps) * len(ps)) if ps else None
+
+    def report(self, *, final: bool = False) -> CheckReport:
+        verdict = self.verdict(final=final)
+        two_sample = self.config.compare == "baseline"
+        per_edge = []
+        for edge, s in zip(self.edges, self.streams, strict=True):
+            bad_c, total_c, bad_b, total_b = (float(x) for x in s.counts)
+            entry: dict[str, Any] = {
+                "edge": edge,
+                "canary": {"slower": bad_c, "total": total_c},
+                "e_value": s.e_value,
+                "effect": s.effect_estimate(),
+                "effect_interval": list(s.confidence_interval(PASS_CONFIDENCE)),
+            }
+            if two_sample:
+                entry["baseline"] = {"slower": bad_b, "total": total_b}
+            per_edge.append(entry)
+        e = math.exp(min(700.0, self._log_mean([s.log_e_value for s in self.streams])))
+        stats_: dict[str, Any] = {
+            "type": self.kind,
+            "compare": self.config.compare,
+            "edges": per_edge,
+            "e_value": e,
+            "threshold": self.threshold,
+            "detector_threshold": self.detector_threshold,
+            "end_p_value": self.end_p,
+            "end_alpha": self.end_alpha,
+            "alpha": self.alpha,
+            "polls": self.polls,
+            "blind_polls": self.blind_polls,
+            "queries": self.queries,
+            "reference": self.reference,
+        }
+        if self.failed_at_poll is not None:
+            stats_["failed_by"] = self.failed_by
+        name = self.config.name
+        worst = max(per_edge, key=lambda x: x["e_value"], default=None)
+        numbers = None
+        if worst is not None and worst["canary"]["total"]:
+            c = worst["canary"]
+            numbers = f"{name}: {_pct(c['slower'], c['total'])} of requests slower than {worst['edge']:g} s"
+            if two_sample:
+                b = worst["baseline"]
+                numbers += f" vs {_pct(b['slower'], b['total'])}"
+            numbers += f" on {_count(c['total'])} requests"
+        if verdict is Verdict.INCONCLUSIVE or not numbers or (self.polls and self.blind_polls == self.polls):
+            summary = self._blind_summary(numbers)
+        elif self.failed_by == "end":
+            summary = f"{numbers}; end-of-bake test p = {self.end_p:.2g} below {self.end_alpha:.2g}"
+        else:
+            summary = f"{numbers}; evidence {_evidence(e)} against a threshold of {_evidence(self.threshold)}"
+        return CheckReport(name=name, verdict=verdict, summary=summary, statistics=stats_)
+
+    def to_state(self) -> dict[str, Any]:
+        return {**self._base_state(), "edges": self.edges, "streams": [s.to_state() for s in self.streams]}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self._load_base(state)
+        self.edges = [float(e) for e in state.get("edges", self.edges)]
+        self.streams = [self._stream() for _ in self.edges]
+        for stream, saved in zip(self.streams, state.get("streams", []), strict=False):
+            stream.load_state(saved)
+
+
+class GaugeCheck(Check):
+    """``type: gauge``: a number per poll (CPU, memory, queue depth).
+
+    Sequential (default): the per-poll differences (canary minus baseline, minus the mean before the
+    deploy, or minus the objective) are averaged over blocks of a few minutes against
+    autocorrelation, and the block means feed a normal-mixture mSPRT (Johari et al.) whose variance
+    is estimated from earlier blocks only. ``test: mann-whitney``: a Kayenta-style rank test of
+    canary against baseline values, judged once at the end of the bake.
+    """
+
+    kind = "gauge"
+    MIN_BLOCKS = 4
+
+    def __init__(self, config: CheckConfig, alpha: float, total_polls: int, interval: float) -> None:
+        super().__init__(config, alpha, total_polls)
+        self.block_size = max(1, round(config.block / interval))
+        self.pending: list[float] = []
+        self.blocks: list[float] = []
+        self.canary_values: list[float] = []
+        self.baseline_values: list[float] = []
+        self.log_e = 0.0
+
+    def set_reference(self, values: list[float] | None) -> None:
+        clean = [v for v in values or [] if math.isfinite(v)]
+        self.reference = {"mean": float(np.mean(clean)) if clean else None, "n": len(clean)}
+
+    def _target(self, baseline: float | None) -> float | None:
+        compare = self.config.compare
+        if compare == "baseline":
+            return baseline
+        if compare == "slo":
+            return self.config.objective
+        return None if self.reference is None else self.reference.get("mean")
+
+    def observe(self, canary: float, baseline: float | None) -> None:
+        self.polls += 1
+        target = self._target(baseline)
+        if not math.isfinite(canary) or (baseline is not None and not math.isfinite(baseline)):
+            self.blind("the provider returned NaN or infinity", counted=False)
+            return
+        if target is None:
+            self.blind("nothing to compare with (no baseline value or reference)", counted=False)
+            return
+        self.canary_values.append(canary)
+        if baseline is not None:
+            self.baseline_values.append(baseline)
+        if self.config.test == "mann-whitney":
+            return
+        sign = -1.0 if self.config.direction == "decrease" else 1.0
+        self.pending.append(sign * (canary - target))
+        if len(self.pending) < self.block_size:
+            return
+        block = float(np.mean(self.pending))
+        self.pending = []
+        if len(self.blocks) >= self.MIN_BLOCKS - 1:
+            self.log_e = self._log_msprt([*self.blocks, block], variance=self._variance_bound())
+        self.blocks.append(block)
+        self._note_failure(self.log_e, -math.inf)
+
+    def _long_run_variance(self) -> float:
+        """Variance of the block means, widened by their lag-1 autocorrelation (as for an AR(1)
+        process: (1 + r) / (1 - r)): slow drifts leave blocks correlated, and treating them as
+        independent overstates the evidence."""
+        blocks = np.asarray(self.blocks)
+        variance = float(np.var(blocks, ddof=1))
+        if len(blocks) >= 4 and variance > 0:
+            centred = blocks - blocks.mean()
+            r = float(np.dot(centred[:-1], centred[1:]) / np.dot(centred, centred))
+            r = min(max(r + 1 / math.sqrt(len(blocks)), 0.0), 0.9)  # its estimate is biased low
+            variance *= (1 + r) / (1 - r)
+        return variance
+
+    def _variance_bound(self) -> float:
+        """The long-run variance from earlier blocks only, raised to its 90 % upper confidence
+        bound: a variance underestimated from a handful of blocks would turn noise into evidence."""
+        dof = len(self.blocks) - 1
+        return self._long_run_variance() * dof / float(stats.chi2.ppf(0.1, dof))
+
+    def _log_msprt(self, blocks: list[float], variance: float) -> float:
+        """Normal-mixture SPRT for mean > 0 (mixing scale = one block standard deviation), counting
+        only evidence in the bad direction unless ``direction: both``."""
+        n = len(blocks)
+        mean = float(np.mean(blocks))
+        sigma2 = max(variance, 1e-12)
+        tau2 = sigma2
+        if self.config.direction != "both" and mean <= 0:
+            return min(self.log_e, 0.0)
+        return 0.5 * math.log(sigma2 / (sigma2 + n * tau2)) + (n * n * tau2 * mean * mean) / (
+            2 * sigma2 * (sigma2 + n * tau2)
+        )
+
+    @property
+    def has_enough_data(self) -> bool:
+        if self.config.test == "mann-whitney":
+            return len(self.canary_values) >= 3 and (
+                self.config.compare != "baseline" or len(self.baseline_values) >= 3
+            )
+        return len(self.blocks) >= self.MIN_BLOCKS
+
+    def finish(self) -> None:
+        if self.config.test == "mann-whitney":
+            if self.failed_at_poll is None and self.end_p is None and self.has_enough_data:
+                self.end_p = self._mann_whitney()
+                if self.end_p <= self.alpha:
+                    self.failed_at_poll, self.failed_by = self.polls, "end"
+            return
+        super().finish()
+
+    def _mann_whitney(self) -> float:
+        alternative = {"increase": "greater", "decrease": "less", "both": "two-sided"}[self.config.direction]
+        other = self.baseline_values
+        if self.config.compare != "baseline":
+            target = self._target(None)
+            other = [target] * len(self.canary_values) if target is not None else []
+        return float(stats.mannwhitneyu(self.canary_values, other, alternative=alternative).pvalue)
+
+    def end_p_value(self) -> float | None:
+        if len(self.blocks) < 2:
+            return None
+        n = len(self.blocks)
+        t = float(np.mean(self.blocks)) / math.sqrt(max(self._long_run_variance(), 1e-24) / n)
+        if self.config.direction == "both":
+            return float(2 * stats.t.sf(abs(t), n - 1))
+        return float(stats.t.sf(t, n - 1))
+
+    def report(self, *, final: bool = False) -> CheckReport:
+        verdict = self.verdict(final=final)
+        name = self.config.name
+        c_mean = float(np.mean(self.canary_values)) if self.canary_values else None
+        target = (
+            (float(np.mean(self.baseline_values)) if self.baseline_values else None)
+            if (self.config.compare == "baseline")
+            else self._target(None)
+        )
+        stats_: dict[str, Any] = {
+            "type": self.kind,
+            "compare": self.config.compare,
+            "test": self.config.test,
+            "canary_mean": c_mean,
+            "target_mean": target,
+            "blocks": len(self.blocks),
+            "block_size": self.block_size,
+            "e_value": math.exp(min(700.0, self.log_e)),
+            "threshold": self.threshold,
+            "end_p_value": self.end_p,
+            "end_alpha": self.alpha if self.config.test == "mann-whitney" else self.end_alpha,
+            "alpha": self.alpha,
+            "polls": self.polls,
+            "blind_polls": self.blind_polls,
+            "queries": self.queries,
+        }
+        numbers = None
+        if c_mean is not None and target is not None:
+            numbers = f"{name} {c_mean:.4g} vs {target:.4g} over {len(self.canary_values)} polls"
+        if verdict is Verdict.INCONCLUSIVE or numbers is None:
+            summary = self._blind_summary(numbers)
+        elif self.config.test == "mann-whitney":
+            p = (
+                "pending until the end of the bake"
+                if self.end_p is None
+                else f"Mann-Whitney p = {self.end_p:.2g}"
+            )
+            summary = f"{numbers}; {p} (alpha {self.alpha:.2g})"
+        else:
+            evidence = _evidence(stats_["e_value"])
+            summary = f"{numbers}; evidence {evidence} against a threshold of {_evidence(self.threshold)}"
+        return CheckReport(name=name, verdict=verdict, summary=summary, statistics=stats_)
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            **self._base_state(),
+            "pending": self.pending,
+            "blocks": self.blocks,
+            "canary_values": self.canary_values,
+            "baseline_values": self.baseline_values,
+            "log_e": self.log_e,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self._load_base(state)
+        self.pending = [float(x) for x in state.get("pending", [])]
+        self.blocks = [float(x) for x in state.get("blocks", [])]
+        self.canary_values = [float(x) for x in state.get("canary_values", [])]
+        self.baseline_values = [float(x) for x in state.get("baseline_values", [])]
+        self.log_e = float(state.get("log_e", 0.0))

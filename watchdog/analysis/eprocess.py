@@ -1,4 +1,4 @@
-"""E-processes for counts: the anytime-valid core of every ratio decision (DESIGN §7).
+"""E-processes for counts: the anytime-valid core of every ratio and histogram decision (DESIGN §7).
 
 An e-process E_t is a nonnegative supermartingale under "no regression" with E_0 = 1; Ville's
 inequality bounds P(sup_t E_t >= 1/a) <= a, so the watchdog may look after every poll for hours and
@@ -9,6 +9,16 @@ weights. For an alternative on the bad side of the null, each per-interval likel
 expectation exactly 1 at the boundary of the null and below 1 inside it (its expectation is linear
 in the true parameter with the sign of the alternative), so every grid product is a supermartingale
 under the whole composite null, and so is their average.
+
+Beside the e-process from the deploy's start, each test keeps:
+
+- a CUSUM-style e-detector (each grid product restarted whenever it falls below 1), so that an hour
+  of healthy data cannot bury a regression that starts later. Its maximum over a bake of N polls is
+  below the Shiryaev-Roberts statistic R_t, and R_t - t is a martingale from 0, so
+  P(detector >= N/a within N polls) <= a;
+- a prequential-plug-in confidence sequence for the effect (the bad-rate ratio, or the bad rate
+  against the objective), from which the early-pass rule reads an anytime-valid upper bound;
+- the conditional score sums of a fixed-horizon test for the end of the bake.
 """
 
 from __future__ import annotations
@@ -18,15 +28,17 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.special import logsumexp
 
 # Alternatives from "10 % worse" to "50x worse", log-spaced: a regression worth rolling back is
 # rarely smaller than 10 %, and large ones (a broken release) should cross the threshold within a
 # poll or two. Weights are equal on the log scale.
 _WORSE = np.exp(np.linspace(math.log(1.1), math.log(50.0), 24))
+# Where the confidence sequence for the effect is evaluated: ratios from 1/50 to 50.
+_EFFECTS = np.exp(np.linspace(math.log(1 / 50), math.log(50.0), 241))
+_LOG_FLOOR = -700.0
 
 
-def _grid(direction: str) -> NDArray[np.float64]:
+def grid(direction: str) -> NDArray[np.float64]:
     if direction == "increase":
         return _WORSE.copy()
     if direction == "decrease":
@@ -34,71 +46,195 @@ def _grid(direction: str) -> NDArray[np.float64]:
     return np.concatenate([1.0 / _WORSE, _WORSE])
 
 
-class TwoSampleRatio:
-    """Canary against a concurrent baseline: is the canary's bad-event rate higher?
+def log_mean_exp(values: NDArray[np.float64]) -> float:
+    """log(mean(exp(values))) without overflow; scipy's logsumexp costs ten times more on the small
+    vectors used here, and this runs once per check per poll."""
+    top = float(values.max())
+    return top + math.log(float(np.exp(values - top).sum()) / values.size)
 
-    Conditional on an interval's bad events x = x_c + x_b, the canary's share is
-    Binomial(x, theta(rho)) with theta(rho) = rho*n_c / (rho*n_c + n_b), rho the ratio of bad rates,
-    theta(1) under the null. Conditioning on each interval's totals makes a changing traffic split
-    harmless, and it cancels whatever shared shock hits both arms in that interval.
+
+class CountStream:
+    """One stream of per-interval counts and everything the engine computes from it.
+
+    Two-sample (``objective is None``): canary against a concurrent baseline. Conditional on an
+    interval's bad events x = x_c + x_b, the canary's share is Binomial(x, theta(rho)) with
+    theta(rho) = rho*n_c / (rho*n_c + n_b), rho the ratio of bad rates, theta(1) under the null.
+    Conditioning on each interval's totals makes a changing traffic split harmless, and it cancels
+    whatever shared shock hits both arms in that interval.
+
+    One-sample (``objective`` set): bad ~ Binomial(total, p) with the null p <= objective, mixed
+    over p = objective * r on the grid of ratios r (capped below 1).
+
+    Counts are divided by the dispersion factor ``phi`` before they enter any statistic (a
+    quasi-likelihood): bursty errors carry less information than independent ones, and treating
+    them as independent turns bursts into false rollbacks. ``phi`` is estimated from past intervals
+    only (see :meth:`update`), so it is predictable.
     """
 
-    def __init__(self, direction: str = "increase") -> None:
+    def __init__(
+        self, direction: str = "increase", objective: float | None = None, *, dispersion: bool = True
+    ) -> None:
+        """``dispersion=False`` treats counts as exactly binomial (for tests of the closed forms)."""
+        if objective is not None and not 0 < objective < 1:
+            raise ValueError("objective must lie strictly between 0 and 1")
         self.direction = direction
-        self.rho = _grid(direction)
-        self.log_lr = np.zeros_like(self.rho)
+        self.objective = objective
+        self.dispersion = dispersion
+        ratios = grid(direction)
+        if objective is None:
+            self.alt = ratios
+        else:
+            p = np.unique(np.clip(objective * ratios, 1e-12, 1 - 1e-9))
+            self.alt = p[p != objective]
+        self.log_e = np.zeros_like(self.alt)  # mixture components since the start
+        self.log_cusum = np.zeros_like(self.alt)  # the same, restarted when below 1
+        self.cs = np.zeros_like(_EFFECTS)  # prequential log-likelihood ratios, per effect value
+        self.counts = np.zeros(4)  # raw bad_c, total_c, bad_b, total_b
+        self.score = np.zeros(2)  # deflated score sum and its variance (fixed-horizon test)
+        self.disp = np.zeros(2)  # Pearson sum and degrees of freedom (dispersion)
+        self.intervals = 0
 
-    def update(self, bad_c: float, total_c: float, bad_b: float, total_b: float) -> None:
-        if total_c <= 0 or total_b <= 0 or bad_c + bad_b <= 0:
-            return  # an interval without events in both arms or without bad events says nothing
-        theta0 = total_c / (total_c + total_b)
-        theta = self.rho * total_c / (self.rho * total_c + total_b)
-        self.log_lr += bad_c * np.log(theta / theta0) + bad_b * np.log1p(-theta) - bad_b * math.log1p(-theta0)
+    # -- feeding -----------------------------------------------------------------------------------
 
     @property
-    def e_value(self) -> float:
-        return float(math.exp(min(700.0, logsumexp(self.log_lr) - math.log(self.log_lr.size))))
+    def phi(self) -> float:
+        """Dispersion factor, shrunk towards 1 with four pseudo-intervals so that a few noisy
+        early intervals neither inflate nor deflate it much; never below 1."""
+        if not self.dispersion:
+            return 1.0
+        pearson, dof = self.disp
+        return max(1.0, (pearson + 4.0) / (dof + 4.0))
 
-    def to_state(self) -> dict[str, Any]:
-        return {"log_lr": self.log_lr.tolist()}
+    def seed_dispersion(self, pearson: float, dof: float) -> None:
+        """Start the dispersion estimate from data the test does not use (the window before the
+        deploy), so the first polls are already judged with it."""
+        self.disp += (pearson, dof)
 
-    def load_state(self, state: dict[str, Any]) -> None:
-        values = np.asarray(state.get("log_lr", []), dtype=float)
-        if values.shape == self.log_lr.shape:
-            self.log_lr = values
+    def update(self, bad_c: float, total_c: float, bad_b: float = 0.0, total_b: float = 0.0) -> None:
+        """Feed one interval. Intervals without events say nothing and are skipped."""
+        phi = self.phi  # from past intervals only, like the effect the confidence sequence predicts with
+        predicted = self.effect_estimate()
+        self.counts += (bad_c, total_c, bad_b, total_b)
+        if self.objective is None:
+            self._update_two_sample(bad_c, total_c, bad_b, total_b, phi, predicted)
+        else:
+            self._update_one_sample(bad_c, total_c, phi, predicted * self.objective)
 
+    def _update_two_sample(
+        self, bad_c: float, total_c: float, bad_b: float, total_b: float, phi: float, rho_hat: float
+    ) -> None:
+        if total_c <= 0 or total_b <= 0 or bad_c + bad_b <= 0:
+            return
+        self.intervals += 1
+        x_c, x_b = bad_c / phi, bad_b / phi
+        theta0 = total_c / (total_c + total_b)
+        log_lr = self._binomial_log_lr(x_c, x_b, self.alt * total_c / (self.alt * total_c + total_b), theta0)
+        self._accumulate(log_lr)
+        # confidence sequence: predict with the effect estimated from past intervals
+        theta_hat = rho_hat * total_c / (rho_hat * total_c + total_b)
+        theta_grid = _EFFECTS * total_c / (_EFFECTS * total_c + total_b)
+        self.cs += self._binomial_log_lr(x_c, x_b, theta_hat, theta_grid)
+        # fixed-horizon score test and the split's dispersion around the fitted effect
+        x = x_c + x_b
+        self.score += (x_c - x * theta0, x * theta0 * (1 - theta0))
+        n = bad_c + bad_b
+        if n >= 1:
+            fitted = rho_hat * total_c / (rho_hat * total_c + total_b)
+            self.disp += ((bad_c - n * fitted) ** 2 / (n * fitted * (1 - fitted)), 1.0)
 
-class OneSampleRatio:
-    """Canary against an SLO objective: is its bad-event rate above ``objective``?
-
-    bad ~ Binomial(total, p) with the null p <= objective, mixed over p = objective * r on the grid
-    of ratios r (capped below 1).
-    """
-
-    def __init__(self, objective: float, direction: str = "increase") -> None:
-        if not 0 < objective < 1:
-            raise ValueError("objective must lie strictly between 0 and 1")
-        self.objective = objective
-        p = objective * _grid(direction)
-        self.p = np.unique(np.clip(p, 1e-12, 1 - 1e-9))
-        self.p = self.p[self.p != objective]
-        self.log_lr = np.zeros_like(self.p)
-
-    def update(self, bad: float, total: float) -> None:
+    def _update_one_sample(self, bad: float, total: float, phi: float, predicted_rate: float) -> None:
         if total <= 0:
             return
-        good = max(0.0, total - bad)
+        self.intervals += 1
+        assert self.objective is not None
         p0 = self.objective
-        self.log_lr += bad * np.log(self.p / p0) + good * (np.log1p(-self.p) - math.log1p(-p0))
+        x, n = bad / phi, total / phi
+        good = max(0.0, n - x)
+        log_lr = x * np.log(self.alt / p0) + good * (np.log1p(-self.alt) - math.log1p(-p0))
+        self._accumulate(log_lr)
+        p_hat = min(max(predicted_rate, 1e-9), 1 - 1e-9)
+        p_grid = np.clip(p0 * _EFFECTS, 1e-12, 1 - 1e-9)
+        self.cs += x * (math.log(p_hat) - np.log(p_grid)) + good * (math.log1p(-p_hat) - np.log1p(-p_grid))
+        self.score += (x - n * p0, n * p0 * (1 - p0))
+        rate = self.counts[0] / self.counts[1]
+        if 0 < rate < 1:
+            self.disp += ((bad - total * rate) ** 2 / (total * rate * (1 - rate)), 1.0)
+
+    @staticmethod
+    def _binomial_log_lr(
+        x_c: float, x_b: float, theta: NDArray[np.float64] | float, theta0: NDArray[np.float64] | float
+    ) -> NDArray[np.float64]:
+        return np.asarray(
+            x_c * (np.log(theta) - np.log(theta0))
+            + x_b * (np.log1p(-np.asarray(theta)) - np.log1p(-np.asarray(theta0))),
+            dtype=float,
+        )
+
+    def _accumulate(self, log_lr: NDArray[np.float64]) -> None:
+        self.log_e = np.maximum(self.log_e + log_lr, _LOG_FLOOR)
+        self.log_cusum = np.maximum(self.log_cusum, 0.0) + log_lr
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    @property
+    def log_e_value(self) -> float:
+        return log_mean_exp(self.log_e)
 
     @property
     def e_value(self) -> float:
-        return float(math.exp(min(700.0, logsumexp(self.log_lr) - math.log(self.log_lr.size))))
+        return math.exp(min(700.0, self.log_e_value))
+
+    @property
+    def log_detector(self) -> float:
+        """The late-onset e-detector (CUSUM mixture), to compare with log(N/a)."""
+        return log_mean_exp(self.log_cusum)
+
+    def rate_estimate(self) -> float:
+        """The canary's bad rate, smoothed so that an empty start predicts half an event."""
+        bad_c, total_c = self.counts[0], self.counts[1]
+        return float((bad_c + 0.5) / (total_c + 1.0))
+
+    def effect_estimate(self) -> float:
+        """Two-sample: the ratio of bad rates (smoothed); one-sample: the rate over the objective."""
+        bad_c, total_c, bad_b, total_b = self.counts
+        if self.objective is not None:
+            return self.rate_estimate() / self.objective
+        if total_c <= 0 or total_b <= 0:
+            return 1.0
+        return float(((bad_c + 0.5) / total_c) / ((bad_b + 0.5) / total_b))
+
+    def confidence_interval(self, alpha: float) -> tuple[float, float]:
+        """An anytime-valid (1 - alpha) interval for the effect, clipped to [1/50, 50]."""
+        inside = _EFFECTS[self.cs < math.log(1.0 / alpha)]
+        if inside.size == 0:  # the estimate moved faster than the grid: report the point
+            point = self.effect_estimate()
+            return point, point
+        return float(inside[0]), float(inside[-1])
+
+    def end_z(self) -> float:
+        """The fixed-horizon score statistic on all intervals, signed so that positive is worse."""
+        score, variance = self.score
+        if variance <= 0:
+            return 0.0
+        z = float(score / math.sqrt(variance))
+        return -z if self.direction == "decrease" else (abs(z) if self.direction == "both" else z)
+
+    # -- persistence -------------------------------------------------------------------------------
 
     def to_state(self) -> dict[str, Any]:
-        return {"log_lr": self.log_lr.tolist()}
+        return {
+            "log_e": self.log_e.tolist(),
+            "log_cusum": self.log_cusum.tolist(),
+            "cs": self.cs.tolist(),
+            "counts": self.counts.tolist(),
+            "score": self.score.tolist(),
+            "disp": self.disp.tolist(),
+            "intervals": self.intervals,
+        }
 
     def load_state(self, state: dict[str, Any]) -> None:
-        values = np.asarray(state.get("log_lr", []), dtype=float)
-        if values.shape == self.log_lr.shape:
-            self.log_lr = values
+        for name in ("log_e", "log_cusum", "cs", "counts", "score", "disp"):
+            values = np.asarray(state.get(name, []), dtype=float)
+            if values.shape == getattr(self, name).shape:
+                setattr(self, name, values)
+        self.intervals = int(state.get("intervals", 0))

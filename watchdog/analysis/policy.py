@@ -7,23 +7,26 @@ a union bound the chance that any check of a healthy deploy ever crosses its thr
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
-from watchdog.analysis.checks import RatioCheck
+from watchdog.analysis.checks import Check, GaugeCheck, HistogramCheck, RatioCheck
 from watchdog.config.models import CheckConfig, PolicyConfig
 from watchdog.model import CheckReport, Verdict
 
 
-def unsupported(check: CheckConfig) -> str | None:
-    """Why this release cannot analyse ``check`` yet, or None."""
-    if check.type != "ratio":
-        return f"check type {check.type!r} is not available yet in this version (ratio is)"
-    if check.compare == "before":
-        return "compare: before is not available yet in this version (baseline and slo are)"
-    if check.test != "sequential":
-        return f"test {check.test!r} is not available yet in this version"
-    return None
+def total_polls(policy: PolicyConfig) -> int:
+    return max(1, math.ceil(policy.bake / policy.interval - 1e-9))
+
+
+def build_check(config: CheckConfig, alpha: float, policy: PolicyConfig) -> Check:
+    polls = total_polls(policy)
+    if config.type == "ratio":
+        return RatioCheck(config, alpha, polls)
+    if config.type == "histogram":
+        return HistogramCheck(config, alpha, polls)
+    return GaugeCheck(config, alpha, polls, policy.interval)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,10 +44,13 @@ class PolicyAnalysis:
     def __init__(self, policy: PolicyConfig) -> None:
         self.policy = policy
         share = policy.alpha / len(policy.checks)
-        self.checks = {c.name: RatioCheck(c, share) for c in policy.checks}
+        self.checks: dict[str, Check] = {c.name: build_check(c, share, policy) for c in policy.checks}
 
     def decide(self, *, final: bool) -> Decision:
-        """The verdict now; ``final`` when the bake window is over."""
+        """The verdict now; ``final`` when the bake window is over (runs the end-of-bake look)."""
+        if final:
+            for check in self.checks.values():
+                check.finish()
         reports = tuple(c.report(final=final) for c in self.checks.values())
         failing = [
             (self.checks[r.name].config, r)
@@ -57,6 +63,11 @@ class PolicyAnalysis:
             reason = "; ".join(r.summary for r in shown)
             return Decision(Verdict.FAIL, reason, reports)
         if not final:
+            if all(r.verdict is Verdict.PASS for r in reports):
+                passed = ", ".join(r.name for r in reports)
+                return Decision(
+                    Verdict.PASS, f"passed early: every check is within its tolerance ({passed})", reports
+                )
             return Decision(Verdict.PENDING, "baking", reports)
         blind = [r for r in reports if r.verdict is Verdict.INCONCLUSIVE]
         if blind:

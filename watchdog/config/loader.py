@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from watchdog.analysis.policy import unsupported
 from watchdog.clock import SystemClock
 from watchdog.config.models import Location, WatchdogConfig, reference_problems
 from watchdog.errors import ConfigError
@@ -102,11 +101,6 @@ def load_config_text(
             f"{where(('store', 'url'))}: only sqlite:// stores are available in this version "
             "(postgresql:// is planned)"
         )
-    for i, policy in enumerate(config.policies):
-        for j, check in enumerate(policy.checks):
-            why = unsupported(check)
-            if why:
-                problems.append(f"{where(('policies', i, 'checks', j, 'type'))}: {why}")
     settings: dict[tuple[str, str], BaseModel] = {}
     for section, kind in ADAPTER_SECTIONS.items():
         for adapter_name, entry in getattr(config, section).items():

@@ -216,8 +216,9 @@ class CheckConfig(_Section):
     compare: Literal["baseline", "before", "slo"] = "baseline"
     """baseline: the same query for {baseline_version}, same time; before: the window before the
     deploy; slo: against `objective`."""
-    objective: float | None = Field(default=None, gt=0)
-    """compare: slo: the highest acceptable ratio (ratio checks)."""
+    objective: float | None = Field(default=None)
+    """compare: slo: the highest acceptable ratio (ratio; histogram: share of requests slower than
+    the edge) or value (gauge; the lowest with direction: decrease)."""
     critical: bool = False
     """A failing critical check rolls back on its own, whatever the policy's failure threshold."""
     direction: Literal["increase", "decrease", "both"] = "increase"
@@ -228,6 +229,15 @@ class CheckConfig(_Section):
     """Total events (both arms) below which the check is not judged yet (too little traffic)."""
     dry_run: bool = False
     """This check is computed and reported but never causes a rollback."""
+    tolerance: float | None = Field(default=None, gt=0, le=10)
+    """Early pass: end the bake as passed once the check is confident (95 %) the new version is at
+    most this much worse (0.1 = 10 % more errors). Unset: the check always bakes to the end."""
+    edges: list[float] | None = Field(default=None, min_length=1, max_length=5)
+    """histogram: bucket bounds (seconds) to count requests slower than, e.g. an SLO threshold.
+    Unset: the bounds nearest the baseline's p50, p90 and p99, chosen from data before the deploy."""
+    block: Duration = 120.0
+    """gauge: length of the blocks whose means are tested. Gauges are autocorrelated from poll to
+    poll; means over 2 minutes are close to independent for most resource metrics."""
     test: Literal["sequential", "mann-whitney"] = "sequential"
     """sequential: the anytime-valid test; mann-whitney: a Kayenta-style fixed-horizon test at the
     end of the bake (gauge checks)."""
@@ -241,10 +251,17 @@ class CheckConfig(_Section):
                 raise ValueError("a ratio check takes `bad` and `total`, not `query`")
         elif not self.query:
             raise ValueError(f"a {self.type} check needs a `query`")
-        if self.compare == "slo" and self.type == "ratio" and self.objective is None:
-            raise ValueError("compare: slo needs an `objective` (the highest acceptable ratio)")
-        if self.type == "ratio" and self.objective is not None and self.objective >= 1:
-            raise ValueError("a ratio check's `objective` is a ratio below 1 (0.01 = 1 %)")
+        if self.compare == "slo" and self.objective is None:
+            what = "the highest acceptable value" if self.type == "gauge" else "the highest acceptable ratio"
+            raise ValueError(f"compare: slo needs an `objective` ({what})")
+        if self.type != "gauge" and self.objective is not None and not 0 < self.objective < 1:
+            raise ValueError(f"a {self.type} check's `objective` is a ratio below 1 (0.01 = 1 %)")
+        if self.type == "histogram" and self.compare == "slo" and not self.edges:
+            raise ValueError("a histogram check with compare: slo needs `edges` (the latency threshold)")
+        if self.test == "mann-whitney" and self.type != "gauge":
+            raise ValueError("test: mann-whitney is for gauge checks")
+        if self.edges is not None and self.type != "histogram":
+            raise ValueError("`edges` is for histogram checks")
         return self
 
 

@@ -1,0 +1,269 @@
+"""Check types and guards (issue 3): histograms, gauges, compare: before, early pass, the late-onset
+detector, the end-of-bake look and the dispersion factor, on small seeded simulations."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from watchdog.analysis import GaugeCheck, HistogramCheck, PolicyAnalysis, RatioCheck, RatioCounts
+from watchdog.config.models import CheckConfig, PolicyConfig
+from watchdog.model import Verdict
+
+EDGES = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+def check_config(**kw: object) -> CheckConfig:
+    base: dict[str, object] = {"name": "c", "type": "ratio", "provider": "p", "bad": "b", "total": "t"}
+    if kw.get("type") in ("histogram", "gauge"):
+        base.pop("bad"), base.pop("total")
+        base["query"] = "q"
+    return CheckConfig.model_validate({**base, **kw})
+
+
+def policy(*checks: dict[str, object], bake: str = "30m") -> PolicyConfig:
+    full = [{"name": f"c{i}", "type": "ratio", "provider": "p", "bad": "b", "total": "t", **c} for i, c in enumerate(checks)]
+    for c in full:
+        if c["type"] != "ratio":
+            c.pop("bad"), c.pop("total")
+            c["query"] = "q"
+    return PolicyConfig.model_validate({"name": "p", "bake": bake, "interval": "30s", "alpha": 0.01, "checks": full})
+
+
+def buckets(rng: np.random.Generator, n: int, median: float, slow_share: float = 0.0) -> dict[float, float]:
+    latencies = rng.lognormal(math.log(median), 0.5, n)
+    slow = rng.random(n) < slow_share
+    latencies[slow] *= 10
+    out = {le: float((latencies <= le).sum()) for le in EDGES}
+    out[math.inf] = float(n)
+    return out
+
+
+def ratio_run(rng, check: RatioCheck, p_c, p_b, n=300, polls=60, onset=0, before=True) -> int | None:
+    if before:
+        check.set_reference([RatioCounts(rng.binomial(n, p_b), n) for _ in range(60)])
+    for t in range(polls):
+        pc = p_c if t >= onset else p_b
+        check.observe(RatioCounts(rng.binomial(n, pc), n), RatioCounts(rng.binomial(n, p_b), n))
+        if t == polls - 1:
+            check.finish()
+        if check.verdict(final=t == polls - 1) is Verdict.FAIL:
+            return t + 1
+    return None
+
+
+def test_histogram_chooses_edges_from_before_the_deploy_and_catches_a_latency_shift() -> None:
+    """Edges come from the pre-deploy buckets (nearest p50/p90/p99); a x1.5 slowdown is caught."""
+    rng = np.random.default_rng(1)
+    check = HistogramCheck(check_config(type="histogram"), 0.01, 60)
+    check.set_reference(buckets(rng, 20000, 0.1))
+    assert check.edges and all(e in EDGES for e in check.edges)
+    for t in range(30):
+        check.observe(buckets(rng, 400, 0.15), buckets(rng, 400, 0.1))
+        if check.verdict(final=False) is Verdict.FAIL:
+            break
+    assert check.verdict(final=False) is Verdict.FAIL and t < 10
+    report = check.report()
+    assert "slower than" in report.summary and report.statistics["edges"]
+
+
+def test_histogram_healthy_deploys_pass_and_a_tail_regression_fails() -> None:
+    rng = np.random.default_rng(2)
+    alarms = 0
+    for _ in range(100):
+        check = HistogramCheck(check_config(type="histogram"), 0.01, 30)
+        check.set_reference(buckets(rng, 5000, 0.1))
+        for _ in range(30):
+            check.observe(buckets(rng, 200, 0.1), buckets(rng, 200, 0.1))
+        check.finish()
+        alarms += check.verdict(final=True) is Verdict.FAIL
+    assert alarms <= 3
+    tail = HistogramCheck(check_config(type="histogram"), 0.01, 30)
+    tail.set_reference(buckets(rng, 5000, 0.1))
+    for _ in range(30):
+        tail.observe(buckets(rng, 400, 0.1, slow_share=0.05), buckets(rng, 400, 0.1))
+    assert tail.verdict(final=False) is Verdict.FAIL
+
+
+def test_histogram_without_history_takes_edges_from_the_first_poll_and_skips_it() -> None:
+    rng = np.random.default_rng(3)
+    check = HistogramCheck(check_config(type="histogram"), 0.01, 30)
+    check.set_reference(None)
+    check.observe(buckets(rng, 400, 0.1), buckets(rng, 400, 0.1))
+    assert check.edges and check.streams[0].intervals == 0
+    check.observe(buckets(rng, 400, 0.1), buckets(rng, 400, 0.1))
+    assert check.streams[0].intervals == 1
+
+
+def test_histogram_blinds_a_poll_whose_bucket_layout_changed() -> None:
+    check = HistogramCheck(check_config(type="histogram", edges=[0.25]), 0.01, 30)
+    check.observe({0.5: 10, math.inf: 20}, {0.5: 10, math.inf: 20})
+    assert check.blind_polls == 1 and "bucket layout changed" in check.last_problem
+    check.observe({0.25: 30, 0.1: 40, math.inf: 50}, {0.25: 5, math.inf: 20})
+    assert "not cumulative" in check.last_problem
+
+
+def test_histogram_slo_counts_requests_slower_than_the_threshold() -> None:
+    """compare: slo with edges [0.5] and objective 0.01: 5 % slower than 0.5 s fails."""
+    rng = np.random.default_rng(4)
+    check = HistogramCheck(check_config(type="histogram", compare="slo", edges=[0.5], objective=0.01), 0.01, 30)
+    for _ in range(10):
+        check.observe(buckets(rng, 400, 0.1, slow_share=0.08), None)
+    assert check.verdict(final=False) is Verdict.FAIL
+
+
+def test_gauge_msprt_catches_a_cpu_increase_and_leaves_noise_alone() -> None:
+    """Block means of canary-minus-baseline CPU: +20 % of a noisy 0.4 is caught; equal gauges are
+    not (100 seeded runs, no false alarm expected at alpha 1 %)."""
+    rng = np.random.default_rng(5)
+    caught = 0
+    for _ in range(20):
+        check = GaugeCheck(check_config(type="gauge", block="1m"), 0.01, 60, 30.0)
+        for _ in range(60):
+            check.observe(0.48 + rng.normal(0, 0.05), 0.40 + rng.normal(0, 0.05))
+        caught += check.verdict(final=False) is Verdict.FAIL
+    assert caught >= 19
+    alarms = 0
+    for _ in range(100):
+        check = GaugeCheck(check_config(type="gauge", block="1m"), 0.01, 60, 30.0)
+        for _ in range(60):
+            check.observe(0.4 + rng.normal(0, 0.05), 0.4 + rng.normal(0, 0.05))
+        check.finish()
+        alarms += check.verdict(final=True) is Verdict.FAIL
+    assert alarms <= 3
+
+
+def test_gauge_mann_whitney_is_judged_once_at_the_end_like_kayenta() -> None:
+    rng = np.random.default_rng(6)
+    check = GaugeCheck(check_config(type="gauge", test="mann-whitney"), 0.01, 30, 30.0)
+    canary = [0.5 + rng.normal(0, 0.05) for _ in range(30)]
+    baseline = [0.4 + rng.normal(0, 0.05) for _ in range(30)]
+    for c, b in zip(canary, baseline, strict=True):
+        check.observe(c, b)
+        assert check.verdict(final=False) is Verdict.PENDING
+    check.finish()
+    expected = stats.mannwhitneyu(canary, baseline, alternative="greater").pvalue
+    assert check.end_p == pytest.approx(expected)
+    assert check.verdict(final=True) is Verdict.FAIL
+
+
+def test_compare_before_tests_against_the_window_before_the_deploy() -> None:
+    """A rolling deploy: 0.5 % errors before, 2 % after: fails; 0.5 % after: passes."""
+    rng = np.random.default_rng(7)
+    bad = RatioCheck(check_config(compare="before"), 0.01, 60)
+    bad.set_reference([RatioCounts(rng.binomial(600, 0.005), 600) for _ in range(60)])
+    assert bad.reference is not None and bad.reference["objective"] > 0.005
+    for _ in range(20):
+        bad.observe(RatioCounts(rng.binomial(600, 0.02), 600), None)
+    assert bad.verdict(final=False) is Verdict.FAIL
+    assert "before the deploy" in bad.report().summary
+    good = RatioCheck(check_config(compare="before"), 0.01, 60)
+    good.set_reference([RatioCounts(rng.binomial(600, 0.005), 600) for _ in range(60)])
+    for _ in range(60):
+        good.observe(RatioCounts(rng.binomial(600, 0.005), 600), None)
+    good.finish()
+    assert good.verdict(final=True) is Verdict.PASS
+
+
+def test_compare_before_without_history_is_blind_not_failing() -> None:
+    check = RatioCheck(check_config(compare="before"), 0.01, 60)
+    check.set_reference([])
+    check.observe(RatioCounts(50, 100), None)
+    assert check.verdict(final=True) is Verdict.INCONCLUSIVE
+    assert "before the deploy had no data" in check.last_problem
+
+
+def test_early_pass_needs_a_confident_upper_bound_under_the_tolerance() -> None:
+    """With tolerance 0.2 and lots of healthy traffic the check passes early; a x1.5 canary never
+    passes early (it fails)."""
+    rng = np.random.default_rng(8)
+    good = RatioCheck(check_config(tolerance=0.2), 0.01, 60)
+    for t in range(60):
+        good.observe(RatioCounts(rng.binomial(20000, 0.01), 20000), RatioCounts(rng.binomial(20000, 0.01), 20000))
+        if good.verdict(final=False) is Verdict.PASS:
+            break
+    assert good.verdict(final=False) is Verdict.PASS and t < 30
+    low, high = good.stream.confidence_interval(0.05)
+    assert high <= 1.2 and low <= 1.0 <= high
+    bad = RatioCheck(check_config(tolerance=0.2), 0.01, 60)
+    verdicts = set()
+    for _ in range(30):
+        bad.observe(RatioCounts(rng.binomial(20000, 0.015), 20000), RatioCounts(rng.binomial(20000, 0.01), 20000))
+        verdicts.add(bad.verdict(final=False))
+    assert Verdict.PASS not in verdicts and Verdict.FAIL in verdicts
+
+
+def test_policy_passes_early_only_when_every_check_passed_early() -> None:
+    analysis = PolicyAnalysis(policy({"tolerance": 0.2}, {}))
+    rng = np.random.default_rng(9)
+    for _ in range(40):
+        for check in analysis.checks.values():
+            check.observe(RatioCounts(rng.binomial(20000, 0.01), 20000), RatioCounts(rng.binomial(20000, 0.01), 20000))
+    assert analysis.decide(final=False).verdict is Verdict.PENDING
+
+
+def test_late_onset_is_caught_after_a_long_healthy_stretch() -> None:
+    """A x3 regression starting at poll 40 of 120 (a leak after 20 minutes): caught before the
+    end of the bake in most seeded runs, by the detector or the main test."""
+    rng = np.random.default_rng(10)
+    delays = []
+    for _ in range(40):
+        check = RatioCheck(check_config(), 0.01, 120)
+        hit = ratio_run(rng, check, 0.015, 0.005, n=300, polls=120, onset=40)
+        delays.append(hit)
+    caught = [d for d in delays if d is not None and d < 120]
+    assert len(caught) >= 36
+    assert all(d > 40 for d in caught)
+
+
+def test_end_of_bake_look_catches_a_small_effect_the_sequential_test_missed() -> None:
+    """A x1.3 regression at moderate traffic: some runs are only caught by the fixed-horizon look."""
+    rng = np.random.default_rng(11)
+    by = []
+    for _ in range(60):
+        check = RatioCheck(check_config(), 0.01, 60)
+        ratio_run(rng, check, 0.013, 0.01, n=600)
+        by.append(check.failed_by)
+    assert "end" in by and "sequential" in by
+
+
+def test_dispersion_from_before_the_deploy_keeps_bursty_errors_from_rolling_back() -> None:
+    """Gamma-bursty errors (k=1) on both arms at 100 req/s: with the dispersion factor from the
+    hour before the deploy, no more false rollbacks than alpha allows (seeded, 200 runs)."""
+    rng = np.random.default_rng(12)
+    alarms = 0
+    for _ in range(200):
+        check = RatioCheck(check_config(), 0.01, 60)
+        n = 3000
+        check.set_reference([RatioCounts(rng.binomial(n, 0.01 * rng.gamma(1, 1)), n) for _ in range(60)])
+        for t in range(60):
+            check.observe(RatioCounts(rng.binomial(n, min(1, 0.01 * rng.gamma(1, 1))), n),
+                          RatioCounts(rng.binomial(n, min(1, 0.01 * rng.gamma(1, 1))), n))
+        check.finish()
+        alarms += check.verdict(final=True) is Verdict.FAIL
+    assert check.stream.phi > 5
+    assert stats.binomtest(alarms, 200, 0.01, alternative="greater").pvalue > 0.001, alarms
+
+
+def test_check_state_round_trips_through_json_for_every_type() -> None:
+    """A resumed Watch restores each check's evidence exactly (state goes through JSON in the store)."""
+    import json
+
+    rng = np.random.default_rng(13)
+    ratio = RatioCheck(check_config(compare="before"), 0.01, 60)
+    ratio.set_reference([RatioCounts(3, 600) for _ in range(10)])
+    ratio.observe(RatioCounts(9, 600), None)
+    hist = HistogramCheck(check_config(type="histogram"), 0.01, 60)
+    hist.set_reference(buckets(rng, 5000, 0.1))
+    hist.observe(buckets(rng, 400, 0.12), buckets(rng, 400, 0.1))
+    gauge = GaugeCheck(check_config(type="gauge", block="30s"), 0.01, 60, 30.0)
+    for _ in range(5):
+        gauge.observe(0.5 + rng.normal(0, 0.01), 0.4)
+    for check, fresh in ((ratio, RatioCheck(check_config(compare="before"), 0.01, 60)),
+                         (hist, HistogramCheck(check_config(type="histogram"), 0.01, 60)),
+                         (gauge, GaugeCheck(check_config(type="gauge", block="30s"), 0.01, 60, 30.0))):
+        fresh.load_state(json.loads(json.dumps(check.to_state())))
+        assert fresh.report() == check.report()
