@@ -70,6 +70,19 @@ class WatchdogMetrics:
             ["notifier", "outcome"],
             registry=r,
         )
+        self.provider_queries = Counter(
+            "watchdog_provider_queries_total",
+            "Metrics provider queries, by outcome (ok, no_data, error).",
+            ["provider", "outcome"],
+            registry=r,
+        )
+        self.provider_query_seconds = Histogram(
+            "watchdog_provider_query_seconds",
+            "Time one provider query took as the core saw it, the provider's retries included.",
+            ["provider"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.active_watches = Gauge(
             "watchdog_active_watches", "Watch loops running in this process.", registry=r
         )

@@ -14,6 +14,7 @@ from watchdog.actions import Actions
 from watchdog.clock import Clock, SystemClock
 from watchdog.config.loader import LoadedConfig
 from watchdog.config.models import SourceConfig
+from watchdog.health import MonitoredProvider, ProviderHealth
 from watchdog.metrics import WatchdogMetrics
 from watchdog.plugins import AdapterContext, PluginRegistry
 from watchdog.ports import EventSource, MetricsProvider, Notifier, RollbackTarget
@@ -35,7 +36,11 @@ class Runtime:
     def __post_init__(self) -> None:
         config = self.loaded.config
         context = AdapterContext(metrics=self.metrics, clock=self.clock)
-        self.providers: dict[str, MetricsProvider] = self._build("providers", "metrics", context)
+        self.health = ProviderHealth(self.clock, self.metrics)
+        self.providers: dict[str, MetricsProvider] = {}
+        for name, provider in self._build("providers", "metrics", context).items():
+            self.health.register(name, config.providers[name].type)
+            self.providers[name] = MonitoredProvider(name, provider, self.health)
         self.rollbacks: dict[str, RollbackTarget] = self._build("rollback", "rollback", context)
         self.notifiers: dict[str, Notifier] = self._build("notify", "notify", context)
         self.sources: dict[str, EventSource] = {}

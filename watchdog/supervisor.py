@@ -13,16 +13,49 @@ import structlog
 
 from watchdog.actions import ROLLBACK_OF_LABEL, Actions
 from watchdog.clock import Clock
-from watchdog.config.models import PolicyConfig, WatchdogConfig
+from watchdog.config.models import PolicyConfig, WatchdogConfig, format_duration
 from watchdog.errors import StateConflict
 from watchdog.metrics import WatchdogMetrics
 from watchdog.model import AuditEntry, CheckReport, DeployEvent, Deployment, State
-from watchdog.ports import MetricsProvider
+from watchdog.ports import MetricsProvider, Notification, NotificationKind
 from watchdog.store import Store
 from watchdog.tasks import TaskGroup
 from watchdog.watch import Watch
 
 log = structlog.get_logger("watchdog.supervisor")
+
+
+class BlindWatch:
+    """Notices when a deployment's checks have gone blind for the policy's ``blind_after``: a
+    provider that is down, a query that matches nothing. Said once per blind stretch, so an outage
+    pages once, not at every poll."""
+
+    def __init__(self, policy: PolicyConfig) -> None:
+        self.policy = policy
+        self.seen: dict[str, int] = {}
+        self.streak: dict[str, int] = {}
+        self.blind: list[str] = []
+        self.told = False
+
+    def after_poll(self, deployment: Deployment, reports: tuple[CheckReport, ...]) -> str | None:
+        for r in reports:
+            count = int(r.statistics.get("blind_polls", 0))
+            self.streak[r.name] = self.streak.get(r.name, 0) + 1 if count > self.seen.get(r.name, 0) else 0
+            self.seen[r.name] = count
+        longest = max(self.streak.values(), default=0)
+        if longest == 0:
+            self.told = False
+        if self.policy.blind_after is None or self.told:
+            return None
+        seconds = longest * self.policy.interval
+        if seconds < self.policy.blind_after:
+            return None
+        self.told = True
+        self.blind = [name for name, n in self.streak.items() if n]
+        return (
+            f"blind: {deployment.service}'s checks ({', '.join(self.blind)}) have had no data for "
+            f"{format_duration(seconds)}"
+        )
 
 
 @dataclass
@@ -168,8 +201,23 @@ class Supervisor:
         task.add_done_callback(forget)
 
     async def _watch(self, deployment: Deployment, policy: PolicyConfig) -> None:
+        blindness = BlindWatch(policy)
+
         async def persist(polls: int, reports: tuple[CheckReport, ...], state: dict[str, object]) -> None:
             await self.store.record_poll(deployment.id, polls, reports, dict(state), self.clock.now())
+            headline = blindness.after_poll(deployment, reports)
+            if headline is not None:
+                current = await self.store.get(deployment.id) or deployment
+                await self.actions.notify(
+                    policy,
+                    Notification(
+                        NotificationKind.BLIND,
+                        current,
+                        headline,
+                        "Still baking; nothing rolled back.",
+                        tuple(r for r in reports if r.name in blindness.blind),
+                    ),
+                )
 
         watch = Watch(
             deployment=deployment,

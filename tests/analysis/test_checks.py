@@ -25,12 +25,17 @@ def check_config(**kw: object) -> CheckConfig:
 
 
 def policy(*checks: dict[str, object], bake: str = "30m") -> PolicyConfig:
-    full = [{"name": f"c{i}", "type": "ratio", "provider": "p", "bad": "b", "total": "t", **c} for i, c in enumerate(checks)]
+    full = [
+        {"name": f"c{i}", "type": "ratio", "provider": "p", "bad": "b", "total": "t", **c}
+        for i, c in enumerate(checks)
+    ]
     for c in full:
         if c["type"] != "ratio":
             c.pop("bad"), c.pop("total")
             c["query"] = "q"
-    return PolicyConfig.model_validate({"name": "p", "bake": bake, "interval": "30s", "alpha": 0.01, "checks": full})
+    return PolicyConfig.model_validate(
+        {"name": "p", "bake": bake, "interval": "30s", "alpha": 0.01, "checks": full}
+    )
 
 
 def buckets(rng: np.random.Generator, n: int, median: float, slow_share: float = 0.0) -> dict[float, float]:
@@ -109,7 +114,9 @@ def test_histogram_blinds_a_poll_whose_bucket_layout_changed() -> None:
 def test_histogram_slo_counts_requests_slower_than_the_threshold() -> None:
     """compare: slo with edges [0.5] and objective 0.01: 5 % slower than 0.5 s fails."""
     rng = np.random.default_rng(4)
-    check = HistogramCheck(check_config(type="histogram", compare="slo", edges=[0.5], objective=0.01), 0.01, 30)
+    check = HistogramCheck(
+        check_config(type="histogram", compare="slo", edges=[0.5], objective=0.01), 0.01, 30
+    )
     for _ in range(10):
         check.observe(buckets(rng, 400, 0.1, slow_share=0.08), None)
     assert check.verdict(final=False) is Verdict.FAIL
@@ -182,7 +189,9 @@ def test_early_pass_needs_a_confident_upper_bound_under_the_tolerance() -> None:
     rng = np.random.default_rng(8)
     good = RatioCheck(check_config(tolerance=0.2), 0.01, 60)
     for t in range(60):
-        good.observe(RatioCounts(rng.binomial(20000, 0.01), 20000), RatioCounts(rng.binomial(20000, 0.01), 20000))
+        good.observe(
+            RatioCounts(rng.binomial(20000, 0.01), 20000), RatioCounts(rng.binomial(20000, 0.01), 20000)
+        )
         if good.verdict(final=False) is Verdict.PASS:
             break
     assert good.verdict(final=False) is Verdict.PASS and t < 30
@@ -191,7 +200,9 @@ def test_early_pass_needs_a_confident_upper_bound_under_the_tolerance() -> None:
     bad = RatioCheck(check_config(tolerance=0.2), 0.01, 60)
     verdicts = set()
     for _ in range(30):
-        bad.observe(RatioCounts(rng.binomial(20000, 0.015), 20000), RatioCounts(rng.binomial(20000, 0.01), 20000))
+        bad.observe(
+            RatioCounts(rng.binomial(20000, 0.015), 20000), RatioCounts(rng.binomial(20000, 0.01), 20000)
+        )
         verdicts.add(bad.verdict(final=False))
     assert Verdict.PASS not in verdicts and Verdict.FAIL in verdicts
 
@@ -201,7 +212,9 @@ def test_policy_passes_early_only_when_every_check_passed_early() -> None:
     rng = np.random.default_rng(9)
     for _ in range(40):
         for check in analysis.checks.values():
-            check.observe(RatioCounts(rng.binomial(20000, 0.01), 20000), RatioCounts(rng.binomial(20000, 0.01), 20000))
+            check.observe(
+                RatioCounts(rng.binomial(20000, 0.01), 20000), RatioCounts(rng.binomial(20000, 0.01), 20000)
+            )
     assert analysis.decide(final=False).verdict is Verdict.PENDING
 
 
@@ -240,8 +253,10 @@ def test_dispersion_from_before_the_deploy_keeps_bursty_errors_from_rolling_back
         n = 3000
         check.set_reference([RatioCounts(rng.binomial(n, 0.01 * rng.gamma(1, 1)), n) for _ in range(60)])
         for t in range(60):
-            check.observe(RatioCounts(rng.binomial(n, min(1, 0.01 * rng.gamma(1, 1))), n),
-                          RatioCounts(rng.binomial(n, min(1, 0.01 * rng.gamma(1, 1))), n))
+            check.observe(
+                RatioCounts(rng.binomial(n, min(1, 0.01 * rng.gamma(1, 1))), n),
+                RatioCounts(rng.binomial(n, min(1, 0.01 * rng.gamma(1, 1))), n),
+            )
         check.finish()
         alarms += check.verdict(final=True) is Verdict.FAIL
     assert check.stream.phi > 5
@@ -262,8 +277,10 @@ def test_check_state_round_trips_through_json_for_every_type() -> None:
     gauge = GaugeCheck(check_config(type="gauge", block="30s"), 0.01, 60, 30.0)
     for _ in range(5):
         gauge.observe(0.5 + rng.normal(0, 0.01), 0.4)
-    for check, fresh in ((ratio, RatioCheck(check_config(compare="before"), 0.01, 60)),
-                         (hist, HistogramCheck(check_config(type="histogram"), 0.01, 60)),
-                         (gauge, GaugeCheck(check_config(type="gauge", block="30s"), 0.01, 60, 30.0))):
+    for check, fresh in (
+        (ratio, RatioCheck(check_config(compare="before"), 0.01, 60)),
+        (hist, HistogramCheck(check_config(type="histogram"), 0.01, 60)),
+        (gauge, GaugeCheck(check_config(type="gauge", block="30s"), 0.01, 60, 30.0)),
+    ):
         fresh.load_state(json.loads(json.dumps(check.to_state())))
         assert fresh.report() == check.report()

@@ -43,8 +43,7 @@ def test_two_sample_false_rollbacks_stay_under_alpha_when_peeking_every_poll(rat
     rng = np.random.default_rng(7)
     alpha, runs = 0.05, 600
     alarms = sum(
-        _first_crossing(CountStream(), rng, rate, rate, n, n, 60, 1 / alpha) is not None
-        for _ in range(runs)
+        _first_crossing(CountStream(), rng, rate, rate, n, n, 60, 1 / alpha) is not None for _ in range(runs)
     )
     assert _under_alpha(alarms, runs, alpha), alarms
 
@@ -170,7 +169,9 @@ def test_one_sample_likelihood_ratio_expectation_is_at_most_one_inside_the_null(
     n = 400
     x = np.arange(n + 1)
     log_pmf = stats.binom.logpmf(x, n, p_true)
-    log_lr = x * np.log(test.alt[:, None] / 0.01) + (n - x) * (np.log1p(-test.alt[:, None]) - math.log1p(-0.01))
+    log_lr = x * np.log(test.alt[:, None] / 0.01) + (n - x) * (
+        np.log1p(-test.alt[:, None]) - math.log1p(-0.01)
+    )
     expectation = np.exp(logsumexp(log_lr + log_pmf, axis=1))
     assert np.all(expectation <= 1 + 1e-9)
 

@@ -48,8 +48,11 @@ async def decided(runtime: Runtime, checksum: str, state: State, verdict: Verdic
 
 
 async def gate(c: TestClient, which: str, checksum: str, token: str | None = TOKEN) -> tuple[int, dict]:
-    r = await c.post(f"/v1/gates/flagger/{which}", data=flagger_event("Progressing", token=token,
-                     checksum=checksum), headers={"Content-Type": "application/json"})
+    r = await c.post(
+        f"/v1/gates/flagger/{which}",
+        data=flagger_event("Progressing", token=token, checksum=checksum),
+        headers={"Content-Type": "application/json"},
+    )
     return r.status, await r.json()
 
 

@@ -59,7 +59,9 @@ async def test_the_deploy_that_undoes_a_rollback_is_watched_but_never_rolled_bac
     assert len(rollback.requests) == 1
     undo, created = await supervisor.submit(event("e2", "v1"))
     assert created and undo.event.labels[ROLLBACK_OF_LABEL] == bad.id
-    done = await supervisor.actions.conclude(undo, CONFIG.policies[0], Decision(Verdict.FAIL, "still bad", ()))
+    done = await supervisor.actions.conclude(
+        undo, CONFIG.policies[0], Decision(Verdict.FAIL, "still bad", ())
+    )
     assert len(rollback.requests) == 1
     assert done.state is State.ABORTED and "rollback of a rollback is never automatic" in done.reason
     assert notifier.sent[-1].kind is NotificationKind.WOULD_ROLL_BACK

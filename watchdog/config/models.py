@@ -289,6 +289,9 @@ class PolicyConfig(_Section):
     on_no_data: Literal["hold", "rollback", "pass"] = "hold"
     """What a bake that ends blind (no data, too little traffic, provider down) becomes:
     hold → inconclusive, rollback, or pass."""
+    blind_after: Duration | None = 300.0
+    """Notify when a check has had no usable data this long ("blind: checkout's checks have had no
+    data for 5 minutes"); once per blind stretch. Null: never."""
     poll_timeout: Duration = 20.0
     """Budget for one poll's provider queries, retries included."""
     checks: list[CheckConfig] = Field(min_length=1)

@@ -31,6 +31,7 @@ def create_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/v1/deployments/{id}/verdict", deployment_verdict)
     app.router.add_get("/v1/verdict", verdict_by_version)
     app.router.add_post("/v1/gates/flagger/{gate}", flagger_gate)
+    app.router.add_get("/v1/providers", list_providers)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
@@ -211,6 +212,13 @@ async def verdict_by_version(request: web.Request) -> web.Response:
     if deployment is None:
         raise ApiError(404, "not_found", "no deployment of that service, environment and version")
     return web.json_response(verdict_of(deployment))
+
+
+async def list_providers(request: web.Request) -> web.Response:
+    """Each metrics provider's health as the core saw it: when it last answered, with data or
+    without, and why it last failed."""
+    require(request, "viewer")
+    return web.json_response({"providers": request.app[RUNTIME].health.snapshot()})
 
 
 async def healthz(request: web.Request) -> web.Response:
