@@ -8,9 +8,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Debian packages the tests run for real: a Prometheus server, systemd-analyze for the unit file.
-DEB_PACKAGES := prometheus systemd
-DEB_BINARIES := /usr/bin/prometheus /usr/bin/systemd-analyze
+# Debian packages the tests run for real: a Prometheus server, systemd-analyze for the unit file,
+# an OpenSSH server for the ssh rollback adapter.
+DEB_PACKAGES := prometheus systemd openssh-server
+DEB_BINARIES := /usr/bin/prometheus /usr/bin/systemd-analyze /usr/sbin/sshd
 
 .PHONY: demo test lint typecheck pytest venv system-deps schema clean
 

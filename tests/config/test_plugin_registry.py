@@ -129,8 +129,9 @@ def test_all_problems_reported_together() -> None:
     assert len(caught.value.problems) == 3
 
 
-def test_unknown_and_planned_type_messages(registry: PluginRegistry) -> None:
+def test_unknown_and_planned_type_messages(registry: PluginRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
     """A planned type says "not available yet"; any other says "unknown"; both list what is available."""
+    monkeypatch.setattr("watchdog.plugins.PLANNED", {"metrics": frozenset({"datadog"})})
     custom = PluginRegistry([fake()])
     assert custom.unknown_type_message("metrics", "datadog") == (
         "metrics type 'datadog' is not available yet in this version of rollback-watchdog (available: fake)"

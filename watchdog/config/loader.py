@@ -24,7 +24,9 @@ from watchdog.errors import ConfigError
 from watchdog.metrics import WatchdogMetrics
 from watchdog.plugins import AdapterContext, PluginRegistry
 
-_REFERENCE = re.compile(r"\$(\$)?\{(file:[^}]+|[A-Za-z_][A-Za-z0-9_]*)\}")
+# `$${` is the escape: it stands for a literal `${` and whatever follows stays as written (a shell
+# expansion in an ssh command, `$${VAR##* }`). Any other `${` must be a well-formed reference.
+_REFERENCE = re.compile(r"\$\$\{|\$\{(file:[^}]+|[A-Za-z_][A-Za-z0-9_]*)\}")
 ADAPTER_SECTIONS = {"providers": "metrics", "rollback": "rollback", "notify": "notify"}
 
 
@@ -212,7 +214,7 @@ class _Interpolator:
         """The value at ``loc`` with its unset references replaced by ``stand_in``."""
         raw = self.unresolved[loc]
         return _REFERENCE.sub(
-            lambda m: m.group(0)[1:] if m.group(1) else self._resolve(m.group(2)) or stand_in, raw
+            lambda m: "${" if m.group(1) is None else self._resolve(m.group(1)) or stand_in, raw
         )
 
     def _resolve(self, ref: str) -> str | None:
@@ -232,9 +234,9 @@ class _Interpolator:
             return value
 
         def replace(m: re.Match[str]) -> str:
-            if m.group(1):  # escaped: $${X} -> ${X}
-                return m.group(0)[1:]
-            ref = m.group(2)
+            ref = m.group(1)
+            if ref is None:  # the escape
+                return "${"
             where = f"{self.name}:{line}: {_dotted(loc)}"
             if ref.startswith("file:"):
                 path = os.path.expanduser(ref[5:])
