@@ -37,6 +37,10 @@ class MetricsProvider(Protocol):
     An empty list means "no data" (the check is blind this poll, it is not failing). Failures raise
     ``ProviderUnavailable`` after the provider's own bounded retries, or ``ProviderQueryError`` when
     the query itself is wrong.
+
+    A provider may declare a class attribute ``immediate = True`` when ``query`` answers from memory
+    and never waits (replay's recordings): the Watch then calls it inline, without tasks or a
+    timeout. Network providers leave it unset.
     """
 
     async def query(self, query: str, *, at: float, interval: float) -> list[Sample]:

@@ -78,6 +78,7 @@ class Watch:
         self.total_polls = total_polls(self.policy)
         self._inline = all(immediate(self.providers.get(c.provider)) for c in self.policy.checks)
         self._values_cache: dict[tuple[str, float | None], dict[str, str]] = {}
+        self._rendered: dict[tuple[str, str, int], str] = {}
         self._log: Any = log
 
     async def run(self) -> Decision | None:
@@ -88,7 +89,7 @@ class Watch:
         # assembles it once (context variables are still merged at each call).
         self._log = log.bind()
         start = d.created_at
-        decision = self.analysis.decide(final=False)
+        decision = self.analysis.decide(final=False, explain=False)
         if decision.verdict is not Verdict.PENDING:  # resumed after a crash between decision and action
             return decision
         for check in self.analysis.checks.values():
@@ -101,7 +102,7 @@ class Watch:
             self._log = log.bind()
             await self.poll(at)
             final = self.polls >= self.total_polls
-            decision = self.analysis.decide(final=final)
+            decision = self.analysis.decide(final=final, explain=self.on_poll is not None)
             reports = decision.reports
             if self.on_poll is not None:
                 await self.on_poll(self.polls, reports, self.analysis.to_state())
@@ -110,7 +111,6 @@ class Watch:
                 poll=self.polls,
                 of=self.total_polls,
                 verdict=decision.verdict.value,
-                checks={r.name: r.verdict.value for r in reports},
             )
             if decision.verdict is not Verdict.PENDING:
                 return decision
@@ -246,7 +246,13 @@ class Watch:
         return RatioCounts(bad=bad or 0.0, total=total)
 
     def _render(self, check: Check, key: str, template: str, values: dict[str, str]) -> str:
-        query = render(template, values, self.providers[check.config.provider].escape)
+        """The rendered query, once per template and arm: the values never change during a Watch
+        (they are cached objects, hence the id in the key)."""
+        cache_key = (check.config.provider, template, id(values))
+        query = self._rendered.get(cache_key)
+        if query is None:
+            query = render(template, values, self.providers[check.config.provider].escape)
+            self._rendered[cache_key] = query
         check.queries[key] = query
         return query
 
@@ -334,8 +340,11 @@ class Watch:
                     return None
             return None if total is None else RatioCounts(bad or 0.0, total)
 
-        found = await self._all([one(j) for j in range(count)])
-        return [c for c in found if c is not None]
+        newest = await one(0)
+        if newest is None:  # no history at all (a new service, a query for the new version only)
+            return []
+        found = await self._all([one(j) for j in range(1, count)])
+        return [newest, *(c for c in found if c is not None)]
 
 
 def _mean(samples: list[Sample]) -> float:

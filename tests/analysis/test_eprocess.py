@@ -194,3 +194,25 @@ def test_state_round_trips_so_a_resumed_watch_keeps_its_evidence() -> None:
     ignored = CountStream()
     ignored.load_state({"log_e": [1.0, 2.0]})
     assert ignored.e_value == 1.0
+
+
+def test_confidence_sequence_matches_its_prequential_definition() -> None:
+    """For each effect value e, the sequence's statistic is the sum over intervals of
+    log p(x | theta(previous estimate)) - log p(x | theta(e)), computed here directly with scipy."""
+    test = CountStream(dispersion=False)
+    data = [(3, 200, 1, 210), (5, 190, 2, 220), (0, 180, 1, 205), (7, 400, 2, 100)]
+    expected = np.zeros_like(test.cs)
+    from watchdog.analysis.eprocess import _EFFECTS
+
+    bc = nc = bb = nb = 0.0
+    for bad_c, n_c, bad_b, n_b in data:
+        rho_hat = ((bc + 0.5) / nc) / ((bb + 0.5) / nb) if nc and nb else 1.0
+        x = bad_c + bad_b
+        theta_hat = rho_hat * n_c / (rho_hat * n_c + n_b)
+        theta = _EFFECTS * n_c / (_EFFECTS * n_c + n_b)
+        expected += stats.binom.logpmf(bad_c, x, theta_hat) - stats.binom.logpmf(bad_c, x, theta)
+        test.update(bad_c, n_c, bad_b, n_b)
+        bc, nc, bb, nb = bc + bad_c, nc + n_c, bb + bad_b, nb + n_b
+    assert np.allclose(test.cs, expected)
+    low, high = test.confidence_interval(0.05)
+    assert low < test.effect_estimate() < high

@@ -112,6 +112,8 @@ class Check:
         self.threshold = 1.0 / (SEQUENTIAL_SHARE * alpha)
         self.detector_threshold = self.total_polls / (DETECTOR_SHARE * alpha)
         self.end_alpha = END_SHARE * alpha
+        self.log_threshold = math.log(self.threshold)
+        self.log_detector_threshold = math.log(self.detector_threshold)
 
     # -- what the Watch calls ------------------------------------------------------------------------
 
@@ -312,7 +314,10 @@ class RatioCheck(Check):
             self.stream.update(canary.bad, canary.total, baseline.bad, baseline.total)
         else:
             self.stream.update(canary.bad, canary.total)
-        self._note_failure(self.stream.log_e_value, self.stream.log_detector)
+        if self.failed_at_poll is None:
+            crossed = self.stream.crossed(self.log_threshold, self.log_detector_threshold)
+            if crossed:
+                self.failed_at_poll, self.failed_by = self.polls, crossed
         self._maybe_pass_early()
 
     def _maybe_pass_early(self) -> None:

@@ -35,6 +35,7 @@ from numpy.typing import NDArray
 _WORSE = np.exp(np.linspace(math.log(1.1), math.log(50.0), 24))
 # Where the confidence sequence for the effect is evaluated: ratios from 1/50 to 50.
 _EFFECTS = np.exp(np.linspace(math.log(1 / 50), math.log(50.0), 241))
+_LOG_EFFECTS = np.log(_EFFECTS)
 _LOG_FLOOR = -700.0
 
 
@@ -83,12 +84,21 @@ class CountStream:
         ratios = grid(direction)
         if objective is None:
             self.alt = ratios
+            self._log_alt = np.log(ratios)
         else:
             p = np.unique(np.clip(objective * ratios, 1e-12, 1 - 1e-9))
             self.alt = p[p != objective]
+            # per-event log-likelihood ratios of each alternative: bad events, good events
+            self._bad_lr = np.log(self.alt / objective)
+            self._good_lr = np.log1p(-self.alt) - math.log1p(-objective)
+            p_grid = np.clip(objective * _EFFECTS, 1e-12, 1 - 1e-9)
+            self._log_p_grid, self._log_q_grid = np.log(p_grid), np.log1p(-p_grid)
         self.log_e = np.zeros_like(self.alt)  # mixture components since the start
         self.log_cusum = np.zeros_like(self.alt)  # the same, restarted when below 1
-        self.cs = np.zeros_like(_EFFECTS)  # prequential log-likelihood ratios, per effect value
+        # The confidence sequence's prequential log-likelihood ratios, per effect value, are summed
+        # from per-interval terms only when read (see `cs`): replay reads them once per recording.
+        self._cs_base = np.zeros_like(_EFFECTS)
+        self._cs_terms: list[tuple[float, float, float, float]] = []
         self.counts = np.zeros(4)  # raw bad_c, total_c, bad_b, total_b
         self.score = np.zeros(2)  # deflated score sum and its variance (fixed-horizon test)
         self.disp = np.zeros(2)  # Pearson sum and degrees of freedom (dispersion)
@@ -127,15 +137,20 @@ class CountStream:
             return
         self.intervals += 1
         x_c, x_b = bad_c / phi, bad_b / phi
+        x = x_c + x_b
         theta0 = total_c / (total_c + total_b)
-        log_lr = self._binomial_log_lr(x_c, x_b, self.alt * total_c / (self.alt * total_c + total_b), theta0)
+        # With theta(r) = r*c / (r*c + b): x_c*log(theta(r)/theta0) + x_b*log((1-theta(r))/(1-theta0))
+        # = x_c*log(r) + x*(log(c + b) - log(r*c + b)): one vector logarithm per update.
+        log_lr = x_c * self._log_alt + x * (
+            math.log(total_c + total_b) - np.log(self.alt * total_c + total_b)
+        )
         self._accumulate(log_lr)
         # confidence sequence: predict with the effect estimated from past intervals
         theta_hat = rho_hat * total_c / (rho_hat * total_c + total_b)
-        theta_grid = _EFFECTS * total_c / (_EFFECTS * total_c + total_b)
-        self.cs += self._binomial_log_lr(x_c, x_b, theta_hat, theta_grid)
+        predicted = x_c * math.log(theta_hat) + x_b * math.log1p(-theta_hat)
+        fixed = predicted - x_c * math.log(total_c) - x_b * math.log(total_b) + x * math.log(total_c)
+        self._cs_terms.append((fixed, x_c, x, total_b / total_c))
         # fixed-horizon score test and the split's dispersion around the fitted effect
-        x = x_c + x_b
         self.score += (x_c - x * theta0, x * theta0 * (1 - theta0))
         n = bad_c + bad_b
         if n >= 1:
@@ -150,29 +165,48 @@ class CountStream:
         p0 = self.objective
         x, n = bad / phi, total / phi
         good = max(0.0, n - x)
-        log_lr = x * np.log(self.alt / p0) + good * (np.log1p(-self.alt) - math.log1p(-p0))
-        self._accumulate(log_lr)
+        self._accumulate(x * self._bad_lr + good * self._good_lr)
         p_hat = min(max(predicted_rate, 1e-9), 1 - 1e-9)
-        p_grid = np.clip(p0 * _EFFECTS, 1e-12, 1 - 1e-9)
-        self.cs += x * (math.log(p_hat) - np.log(p_grid)) + good * (math.log1p(-p_hat) - np.log1p(-p_grid))
+        predicted = x * math.log(p_hat) + good * math.log1p(-p_hat)
+        self._cs_terms.append((predicted, x, good, 0.0))
         self.score += (x - n * p0, n * p0 * (1 - p0))
         rate = self.counts[0] / self.counts[1]
         if 0 < rate < 1:
             self.disp += ((bad - total * rate) ** 2 / (total * rate * (1 - rate)), 1.0)
 
-    @staticmethod
-    def _binomial_log_lr(
-        x_c: float, x_b: float, theta: NDArray[np.float64] | float, theta0: NDArray[np.float64] | float
-    ) -> NDArray[np.float64]:
-        return np.asarray(
-            x_c * (np.log(theta) - np.log(theta0))
-            + x_b * (np.log1p(-np.asarray(theta)) - np.log1p(-np.asarray(theta0))),
-            dtype=float,
-        )
+    @property
+    def cs(self) -> NDArray[np.float64]:
+        """Per effect value, the log of the prequential e-process against it (a value is in the
+        confidence sequence while this stays below log(1/alpha))."""
+        if self._cs_terms:
+            terms = np.asarray(self._cs_terms)
+            first, a, b, ratio = terms[:, 0:1], terms[:, 1:2], terms[:, 2:3], terms[:, 3:4]
+            if self.objective is None:
+                # x*log(e*c + b) = x*log(c) + x*log(e + b/c); the x*log(c) parts are in `first`
+                block = first - a * _LOG_EFFECTS + b * np.log(_EFFECTS + ratio)
+            else:
+                block = first - a * self._log_p_grid - b * self._log_q_grid
+            self._cs_base = self._cs_base + block.sum(axis=0)
+            self._cs_terms = []
+        return self._cs_base
 
     def _accumulate(self, log_lr: NDArray[np.float64]) -> None:
-        self.log_e = np.maximum(self.log_e + log_lr, _LOG_FLOOR)
-        self.log_cusum = np.maximum(self.log_cusum, 0.0) + log_lr
+        self.log_e += log_lr
+        np.maximum(self.log_e, _LOG_FLOOR, out=self.log_e)
+        np.maximum(self.log_cusum, 0.0, out=self.log_cusum)
+        self.log_cusum += log_lr
+
+    def crossed(self, log_threshold: float, log_detector_threshold: float) -> str | None:
+        """Which test crossed its threshold, if any. The maximum of a mixture's components bounds
+        its mean from above, so the exact mixtures are computed only when a crossing is possible."""
+        if float(self.log_e.max()) >= log_threshold and self.log_e_value >= log_threshold:
+            return "sequential"
+        if (
+            float(self.log_cusum.max()) >= log_detector_threshold
+            and self.log_detector >= log_detector_threshold
+        ):
+            return "late-onset detector"
+        return None
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -233,8 +267,11 @@ class CountStream:
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
-        for name in ("log_e", "log_cusum", "cs", "counts", "score", "disp"):
+        for name in ("log_e", "log_cusum", "counts", "score", "disp"):
             values = np.asarray(state.get(name, []), dtype=float)
             if values.shape == getattr(self, name).shape:
                 setattr(self, name, values)
+        cs = np.asarray(state.get("cs", []), dtype=float)
+        if cs.shape == _EFFECTS.shape:
+            self._cs_base, self._cs_terms = cs, []
         self.intervals = int(state.get("intervals", 0))

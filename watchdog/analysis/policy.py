@@ -46,29 +46,36 @@ class PolicyAnalysis:
         share = policy.alpha / len(policy.checks)
         self.checks: dict[str, Check] = {c.name: build_check(c, share, policy) for c in policy.checks}
 
-    def decide(self, *, final: bool) -> Decision:
-        """The verdict now; ``final`` when the bake window is over (runs the end-of-bake look)."""
+    def decide(self, *, final: bool, explain: bool = True) -> Decision:
+        """The verdict now; ``final`` when the bake window is over (runs the end-of-bake look).
+
+        Reports (the numbers and sentences) are built only when a verdict is reached or when
+        ``explain`` asks for them: replay decides millions of times and reads few of them."""
         if final:
             for check in self.checks.values():
                 check.finish()
-        reports = tuple(c.report(final=final) for c in self.checks.values())
+        verdicts = {name: check.verdict(final=final) for name, check in self.checks.items()}
         failing = [
-            (self.checks[r.name].config, r)
-            for r in reports
-            if r.verdict is Verdict.FAIL and not self.checks[r.name].config.dry_run
+            name
+            for name, verdict in verdicts.items()
+            if verdict is Verdict.FAIL and not self.checks[name].config.dry_run
         ]
-        critical = [r for cfg, r in failing if cfg.critical]
+        critical = [name for name in failing if self.checks[name].config.critical]
         if critical or len(failing) >= self.policy.failed_checks_to_rollback:
-            shown = critical or [r for _, r in failing]
-            reason = "; ".join(r.summary for r in shown)
+            reports = self.reports(final)
+            shown = set(critical or failing)
+            reason = "; ".join(r.summary for r in reports if r.name in shown)
             return Decision(Verdict.FAIL, reason, reports)
         if not final:
-            if all(r.verdict is Verdict.PASS for r in reports):
-                passed = ", ".join(r.name for r in reports)
+            if all(v is Verdict.PASS for v in verdicts.values()):
+                passed = ", ".join(verdicts)
                 return Decision(
-                    Verdict.PASS, f"passed early: every check is within its tolerance ({passed})", reports
+                    Verdict.PASS,
+                    f"passed early: every check is within its tolerance ({passed})",
+                    self.reports(final),
                 )
-            return Decision(Verdict.PENDING, "baking", reports)
+            return Decision(Verdict.PENDING, "baking", self.reports(final) if explain else ())
+        reports = self.reports(final)
         blind = [r for r in reports if r.verdict is Verdict.INCONCLUSIVE]
         if blind:
             reason = "; ".join(r.summary for r in blind)
@@ -78,6 +85,9 @@ class PolicyAnalysis:
                 return Decision(Verdict.INCONCLUSIVE, reason, reports)
         passed = ", ".join(r.name for r in reports if r.verdict is Verdict.PASS) or "none"
         return Decision(Verdict.PASS, f"bake ended without evidence of regression ({passed})", reports)
+
+    def reports(self, final: bool) -> tuple[CheckReport, ...]:
+        return tuple(c.report(final=final) for c in self.checks.values())
 
     def to_state(self) -> dict[str, Any]:
         return {name: check.to_state() for name, check in self.checks.items()}
