@@ -356,11 +356,12 @@ def _buckets(samples: list[Sample]) -> Buckets:
     """Per-``le`` sums of a histogram query's series (cumulative bucket counts)."""
     out: Buckets = {}
     for s in samples:
-        le = s.labels.get("le")
+        # Prometheus names a bucket's bound `le`; Datadog keeps it as the tag `upper_bound`
+        le = s.labels.get("le", s.labels.get("upper_bound"))
         if le is None:
             raise Blind("the histogram query returned a series without an `le` label (use sum by (le))")
         try:
-            bound = math.inf if le in ("+Inf", "Inf", "inf") else float(le)
+            bound = math.inf if le.lstrip("+").lower() == "inf" else float(le)
         except ValueError:
             raise Blind(f"the histogram query returned le={le!r}, which is not a number") from None
         out[bound] = out.get(bound, 0.0) + s.value

@@ -161,3 +161,50 @@ async def test_stop_returns_none_without_a_decision() -> None:
         stop=stop,
     )
     assert await watch.run() is None
+
+
+def _policy(check: dict[str, object]) -> PolicyConfig:
+    return PolicyConfig.model_validate(
+        {"name": "p", "bake": "5m", "interval": "30s", "checks": [{"name": "c", "provider": "prom", **check}]}
+    )
+
+
+async def test_histogram_series_are_read_by_le_or_datadogs_upper_bound() -> None:
+    """Bucket series from Prometheus (`le`) and Datadog (`upper_bound`) both become cumulative
+    buckets; a slower canary fails, edges chosen from the pre-deploy window."""
+
+    def script(query: str, at: float) -> list[Sample]:
+        slow = 'version="v2"' in query and at > 1000
+        label = "le" if at % 60 else "upper_bound"
+        fast = 100 if slow else 380
+        return [Sample({label: "0.1"}, fast), Sample({label: "0.5"}, 395), Sample({label: "+Inf"}, 400)]
+
+    policy = _policy({"type": "histogram", "query": 'sum by (le) (rate(h{version="{version}"}[1m]))'})
+    watch = Watch(
+        deployment=deployment(),
+        policy=policy,
+        providers={"prom": FakeMetricsProvider(script)},
+        clock=VirtualClock(1000.0),
+        stop=asyncio.Event(),
+    )
+    decision = await watch.run()
+    assert decision is not None and decision.verdict is Verdict.FAIL
+    assert watch.analysis.checks["c"].edges == [0.1]  # type: ignore[attr-defined]
+
+
+async def test_gauge_values_are_averaged_across_series() -> None:
+    def script(query: str, at: float) -> list[Sample]:
+        level = 0.9 if 'version="v2"' in query else 0.4
+        return [Sample({"pod": "a"}, level + 0.01 * (at % 7)), Sample({"pod": "b"}, level)]
+
+    policy = _policy({"type": "gauge", "query": 'avg(cpu{version="{version}"})', "block": "30s"})
+    watch = Watch(
+        deployment=deployment(),
+        policy=policy,
+        providers={"prom": FakeMetricsProvider(script)},
+        clock=VirtualClock(1000.0),
+        stop=asyncio.Event(),
+    )
+    decision = await watch.run()
+    assert decision is not None and decision.verdict is Verdict.FAIL
+    assert "vs" in decision.reason
