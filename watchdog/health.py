@@ -94,6 +94,17 @@ class MonitoredProvider:
         self.health.record(self.name, "ok" if samples else "no_data", time.monotonic() - started)
         return samples
 
+    def query_now(self, query: str, *, at: float, interval: float) -> list[Sample]:
+        """For an immediate inner provider (see the port): its synchronous answer, recorded."""
+        started = time.monotonic()
+        try:
+            samples: list[Sample] = getattr(self.inner, "query_now")(query, at=at, interval=interval)  # noqa: B009
+        except Exception as exc:
+            self.health.record(self.name, "error", time.monotonic() - started, str(exc))
+            raise
+        self.health.record(self.name, "ok" if samples else "no_data", time.monotonic() - started)
+        return samples
+
     def escape(self, value: str) -> str:
         return self.inner.escape(value)
 

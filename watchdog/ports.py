@@ -38,9 +38,10 @@ class MetricsProvider(Protocol):
     ``ProviderUnavailable`` after the provider's own bounded retries, or ``ProviderQueryError`` when
     the query itself is wrong.
 
-    A provider may declare a class attribute ``immediate = True`` when ``query`` answers from memory
-    and never waits (replay's recordings): the Watch then calls it inline, without tasks or a
-    timeout. Network providers leave it unset.
+    A provider may declare a class attribute ``immediate = True`` when it answers from memory and
+    never waits (replay's recordings); it then also offers a synchronous ``query_now`` with the same
+    arguments, which the Watch calls inline, without tasks or a timeout. Network providers leave it
+    unset.
     """
 
     async def query(self, query: str, *, at: float, interval: float) -> list[Sample]:

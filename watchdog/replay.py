@@ -50,6 +50,7 @@ import json
 import math
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 from watchdog.clock import VirtualClock
@@ -143,6 +144,10 @@ class RecordingProvider:
         return None
 
     async def query(self, query: str, *, at: float, interval: float) -> list[Sample]:
+        return self.query_now(query, at=at, interval=interval)
+
+    def query_now(self, query: str, *, at: float, interval: float) -> list[Sample]:
+        """The answer, synchronously: what the Watch calls for an immediate provider."""
         parsed = self._tokens.get(query)
         if parsed is None:
             parsed = self._tokens[query] = self._parse(query)
@@ -175,6 +180,10 @@ class RecordingProvider:
         return check, part, arm
 
 
+_NO_LABELS: Mapping[str, str] = MappingProxyType({})
+"""Shared by every label-less sample: read-only, and one object instead of a dict per answer."""
+
+
 def samples(value: Any, part: str) -> list[Sample]:
     """One point's value as the samples a provider would return for ``part``.
 
@@ -188,7 +197,7 @@ def samples(value: Any, part: str) -> list[Sample]:
         count: Any = value.get(part) if type(value) is dict else None
         if type(count) not in _NUMBER:
             raise ProviderQueryError(f"a ratio point is {{'bad': n, 'total': n}}, not {value!r}")
-        return [Sample({}, float(count))]
+        return [Sample(_NO_LABELS, float(count))]
     if part != "query":
         raise ProviderQueryError(f"unknown part {part!r} of a replay query")
     if isinstance(value, dict):  # histogram: cumulative counts by bucket edge
@@ -197,7 +206,7 @@ def samples(value: Any, part: str) -> list[Sample]:
         return [Sample({"le": str(le)}, float(count)) for le, count in value.items()]
     if not _is_number(value):
         raise ProviderQueryError(f"a gauge point is a number, not {value!r}")
-    return [Sample({}, float(value))]
+    return [Sample(_NO_LABELS, float(value))]
 
 
 _NUMBER = (int, float)  # compared by exact type: JSON numbers, never bool

@@ -79,6 +79,7 @@ class Watch:
         self._inline = all(immediate(self.providers.get(c.provider)) for c in self.policy.checks)
         self._values_cache: dict[tuple[str, float | None], dict[str, str]] = {}
         self._rendered: dict[tuple[str, str, int], str] = {}
+        self._plans: dict[str, tuple[list[tuple[str, str]], list[str]]] = {}
         self._log: Any = log
 
     async def run(self) -> Decision | None:
@@ -122,7 +123,7 @@ class Watch:
         checks = list(self.analysis.checks.values())
         results: list[Any]
         if self._inline:
-            results = [await self._measure_inline(c, at) for c in checks]
+            results = [self._measure_inline(c, at) for c in checks]
         else:
             results = await asyncio.gather(*(self._measure(c, at) for c in checks), return_exceptions=True)
         for check, result in zip(checks, results, strict=True):
@@ -185,17 +186,20 @@ class Watch:
             arms.append(("baseline", e.baseline_version))
         return arms
 
-    async def _measure_inline(self, check: Check, at: float) -> tuple[Any, Any] | Exception:
-        """:meth:`_measure` for immediate providers, as ``poll``'s gather sees it: the check's
-        context binding undone afterwards (a task's ends with the task), no timeout (nothing can
-        hang), an exception returned rather than raised."""
-        tokens = structlog.contextvars.bind_contextvars(check=check.config.name)
+    def _measure_inline(self, check: Check, at: float) -> tuple[Any, Any] | Exception:
+        """:meth:`_measure` for immediate providers, as ``poll``'s gather sees it: synchronous
+        (``query_now``), no timeout (nothing can hang), an exception returned rather than raised.
+        No ``check`` log binding either: a provider answering from memory logs nothing, and the
+        Watch names the check in its own lines."""
         try:
-            return await self._measure_arms(check, at)
+            arms, queries = self._plan(check)
+            provider: Any = self.providers[check.config.provider]
+            interval = self.policy.interval
+            return self._interpret(
+                check, arms, [provider.query_now(q, at=at, interval=interval) for q in queries]
+            )
         except Exception as exc:
             return exc
-        finally:
-            structlog.contextvars.reset_contextvars(**tokens)
 
     async def _measure(self, check: Check, at: float) -> tuple[Any, Any]:
         """One poll's numbers for ``check``: (canary, baseline or None)."""
@@ -209,32 +213,48 @@ class Watch:
             ) from exc
 
     async def _measure_arms(self, check: Check, at: float) -> tuple[Any, Any]:
+        arms, queries = self._plan(check)
+        provider, name = self.providers[check.config.provider], check.config.provider
+        answers = await asyncio.gather(*(self._query(provider, name, q, at) for q in queries))
+        return self._interpret(check, arms, list(answers))
+
+    def _plan(self, check: Check) -> tuple[list[tuple[str, str]], list[str]]:
+        """The arms a poll of ``check`` measures and the rendered queries it asks, in order: for a
+        ratio check bad and total per arm, else one query per arm. The same at every poll."""
+        plan = self._plans.get(check.config.name)
+        if plan is None:
+            plan = self._plans[check.config.name] = self._make_plan(check)
+        return plan
+
+    def _make_plan(self, check: Check) -> tuple[list[tuple[str, str]], list[str]]:
         arms = self._arms(check)
         cfg = check.config
-        provider = self.providers[cfg.provider]
         if isinstance(check, RatioCheck):
             assert cfg.bad is not None and cfg.total is not None
-            jobs = []
-            for arm, version in arms:
-                for part, template in (("bad", cfg.bad), ("total", cfg.total)):
-                    jobs.append(self._sum(check, f"{arm}.{part}", template, self._values(version), at))
-            sums = await self._all(jobs)
+            return arms, [
+                self._render(check, f"{arm}.{part}", template, self._values(version))
+                for arm, version in arms
+                for part, template in (("bad", cfg.bad), ("total", cfg.total))
+            ]
+        assert cfg.query is not None
+        return arms, [self._render(check, arm, cfg.query, self._values(version)) for arm, version in arms]
+
+    def _interpret(
+        self, check: Check, arms: list[tuple[str, str]], answers: list[list[Sample]]
+    ) -> tuple[Any, Any]:
+        """The providers' answers to :meth:`_plan`'s queries as the check's observation."""
+        provider = check.config.provider
+        if isinstance(check, RatioCheck):
+            sums = [float(sum(s.value for s in got)) if got else None for got in answers]
             counts = [
-                self._ratio(arm, version, sums[2 * i], sums[2 * i + 1], cfg.provider)
+                self._ratio(arm, version, sums[2 * i], sums[2 * i + 1], provider)
                 for i, (arm, version) in enumerate(arms)
             ]
             return counts[0], counts[1] if len(counts) == 2 else None
-        assert cfg.query is not None
-        samples = await self._all(
-            [
-                self._query(provider, cfg.provider, self._render(check, arm, cfg.query, self._values(v)), at)
-                for arm, v in arms
-            ]
-        )
         parsed = []
-        for (arm, version), got in zip(arms, samples, strict=True):
+        for (arm, version), got in zip(arms, answers, strict=True):
             if not got:
-                raise Blind(f"no data for {arm} ({version}) from provider {cfg.provider}")
+                raise Blind(f"no data for {arm} ({version}) from provider {provider}")
             parsed.append(_buckets(got) if isinstance(check, HistogramCheck) else _mean(got))
         return parsed[0], parsed[1] if len(parsed) == 2 else None
 

@@ -301,7 +301,12 @@ class RatioCheck(Check):
     def observe(self, canary: RatioCounts, baseline: RatioCounts | None) -> None:
         """Feed one poll's counts. Counts that make no sense are recorded as blindness."""
         self.polls += 1
-        problem = canary.problem() or (baseline.problem() if baseline is not None else None)
+        problem = None
+        # the common case first, in one comparison chain (NaN fails it too): sound counts
+        if not (0 <= canary.bad <= canary.total < math.inf) or (
+            baseline is not None and not (0 <= baseline.bad <= baseline.total < math.inf)
+        ):
+            problem = canary.problem() or (baseline.problem() if baseline is not None else None)
         if problem is None and self.two_sample and baseline is None:
             problem = "no baseline counts"
         if problem is None and self.config.compare == "before" and self._objective() is None:

@@ -37,6 +37,7 @@ _WORSE = np.exp(np.linspace(math.log(1.1), math.log(50.0), 24))
 _EFFECTS = np.exp(np.linspace(math.log(1 / 50), math.log(50.0), 241))
 _LOG_EFFECTS = np.log(_EFFECTS)
 _LOG_FLOOR = -700.0
+_MAX, _SUM = np.maximum.reduce, np.add.reduce
 
 
 def grid(direction: str) -> NDArray[np.float64]:
@@ -50,8 +51,8 @@ def grid(direction: str) -> NDArray[np.float64]:
 def log_mean_exp(values: NDArray[np.float64]) -> float:
     """log(mean(exp(values))) without overflow; scipy's logsumexp costs ten times more on the small
     vectors used here, and this runs once per check per poll."""
-    top = float(values.max())
-    return top + math.log(float(np.exp(values - top).sum()) / values.size)
+    top = float(_MAX(values))
+    return top + math.log(float(_SUM(np.exp(values - top))) / values.size)
 
 
 class CountStream:
@@ -99,9 +100,10 @@ class CountStream:
         # from per-interval terms only when read (see `cs`): replay reads them once per recording.
         self._cs_base = np.zeros_like(_EFFECTS)
         self._cs_terms: list[tuple[float, float, float, float]] = []
-        self.counts = np.zeros(4)  # raw bad_c, total_c, bad_b, total_b
-        self.score = np.zeros(2)  # deflated score sum and its variance (fixed-horizon test)
-        self.disp = np.zeros(2)  # Pearson sum and degrees of freedom (dispersion)
+        # Scalars stay Python floats: numpy costs more than it saves on four numbers.
+        self.counts = [0.0, 0.0, 0.0, 0.0]  # raw bad_c, total_c, bad_b, total_b
+        self.score = [0.0, 0.0]  # deflated score sum and its variance (fixed-horizon test)
+        self.disp = [0.0, 0.0]  # Pearson sum and degrees of freedom (dispersion)
         self.intervals = 0
 
     # -- feeding -----------------------------------------------------------------------------------
@@ -118,13 +120,18 @@ class CountStream:
     def seed_dispersion(self, pearson: float, dof: float) -> None:
         """Start the dispersion estimate from data the test does not use (the window before the
         deploy), so the first polls are already judged with it."""
-        self.disp += (pearson, dof)
+        self.disp[0] += pearson
+        self.disp[1] += dof
 
     def update(self, bad_c: float, total_c: float, bad_b: float = 0.0, total_b: float = 0.0) -> None:
         """Feed one interval. Intervals without events say nothing and are skipped."""
         phi = self.phi  # from past intervals only, like the effect the confidence sequence predicts with
         predicted = self.effect_estimate()
-        self.counts += (bad_c, total_c, bad_b, total_b)
+        counts = self.counts
+        counts[0] += bad_c
+        counts[1] += total_c
+        counts[2] += bad_b
+        counts[3] += total_b
         if self.objective is None:
             self._update_two_sample(bad_c, total_c, bad_b, total_b, phi, predicted)
         else:
@@ -151,11 +158,13 @@ class CountStream:
         fixed = predicted - x_c * math.log(total_c) - x_b * math.log(total_b) + x * math.log(total_c)
         self._cs_terms.append((fixed, x_c, x, total_b / total_c))
         # fixed-horizon score test and the split's dispersion around the fitted effect
-        self.score += (x_c - x * theta0, x * theta0 * (1 - theta0))
+        self.score[0] += x_c - x * theta0
+        self.score[1] += x * theta0 * (1 - theta0)
         n = bad_c + bad_b
         if n >= 1:
             fitted = rho_hat * total_c / (rho_hat * total_c + total_b)
-            self.disp += ((bad_c - n * fitted) ** 2 / (n * fitted * (1 - fitted)), 1.0)
+            self.disp[0] += (bad_c - n * fitted) ** 2 / (n * fitted * (1 - fitted))
+            self.disp[1] += 1.0
 
     def _update_one_sample(self, bad: float, total: float, phi: float, predicted_rate: float) -> None:
         if total <= 0:
@@ -169,10 +178,12 @@ class CountStream:
         p_hat = min(max(predicted_rate, 1e-9), 1 - 1e-9)
         predicted = x * math.log(p_hat) + good * math.log1p(-p_hat)
         self._cs_terms.append((predicted, x, good, 0.0))
-        self.score += (x - n * p0, n * p0 * (1 - p0))
+        self.score[0] += x - n * p0
+        self.score[1] += n * p0 * (1 - p0)
         rate = self.counts[0] / self.counts[1]
         if 0 < rate < 1:
-            self.disp += ((bad - total * rate) ** 2 / (total * rate * (1 - rate)), 1.0)
+            self.disp[0] += (bad - total * rate) ** 2 / (total * rate * (1 - rate))
+            self.disp[1] += 1.0
 
     @property
     def cs(self) -> NDArray[np.float64]:
@@ -199,10 +210,12 @@ class CountStream:
     def crossed(self, log_threshold: float, log_detector_threshold: float) -> str | None:
         """Which test crossed its threshold, if any. The maximum of a mixture's components bounds
         its mean from above, so the exact mixtures are computed only when a crossing is possible."""
-        if float(self.log_e.max()) >= log_threshold and self.log_e_value >= log_threshold:
+        # ufunc reductions called directly: ndarray.max() adds a Python wrapper that costs more
+        # than the 24-element reduction itself, at every poll of every check
+        if float(_MAX(self.log_e)) >= log_threshold and self.log_e_value >= log_threshold:
             return "sequential"
         if (
-            float(self.log_cusum.max()) >= log_detector_threshold
+            float(_MAX(self.log_cusum)) >= log_detector_threshold
             and self.log_detector >= log_detector_threshold
         ):
             return "late-onset detector"
@@ -260,17 +273,21 @@ class CountStream:
             "log_e": self.log_e.tolist(),
             "log_cusum": self.log_cusum.tolist(),
             "cs": self.cs.tolist(),
-            "counts": self.counts.tolist(),
-            "score": self.score.tolist(),
-            "disp": self.disp.tolist(),
+            "counts": list(self.counts),
+            "score": list(self.score),
+            "disp": list(self.disp),
             "intervals": self.intervals,
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
-        for name in ("log_e", "log_cusum", "counts", "score", "disp"):
+        for name in ("log_e", "log_cusum"):
             values = np.asarray(state.get(name, []), dtype=float)
             if values.shape == getattr(self, name).shape:
                 setattr(self, name, values)
+        for name in ("counts", "score", "disp"):
+            saved = state.get(name, [])
+            if isinstance(saved, list) and len(saved) == len(getattr(self, name)):
+                setattr(self, name, [float(v) for v in saved])
         cs = np.asarray(state.get("cs", []), dtype=float)
         if cs.shape == _EFFECTS.shape:
             self._cs_base, self._cs_terms = cs, []

@@ -38,6 +38,9 @@ class Decision:
     reports: tuple[CheckReport, ...]
 
 
+_BAKING = Decision(Verdict.PENDING, "baking", ())
+
+
 class PolicyAnalysis:
     """All checks of one deployment under one policy."""
 
@@ -45,6 +48,7 @@ class PolicyAnalysis:
         self.policy = policy
         share = policy.alpha / len(policy.checks)
         self.checks: dict[str, Check] = {c.name: build_check(c, share, policy) for c in policy.checks}
+        self._all = list(self.checks.values())
 
     def decide(self, *, final: bool, explain: bool = True) -> Decision:
         """The verdict now; ``final`` when the bake window is over (runs the end-of-bake look).
@@ -54,6 +58,8 @@ class PolicyAnalysis:
         if final:
             for check in self.checks.values():
                 check.finish()
+        elif not explain and all(c.failed_at_poll is None and c.passed_at_poll is None for c in self._all):
+            return _BAKING  # the common case during a bake, without building anything
         verdicts = {name: check.verdict(final=final) for name, check in self.checks.items()}
         failing = [
             name
