@@ -12,6 +12,12 @@ from scipy.special import logsumexp
 from watchdog.analysis.eprocess import CountStream
 
 
+def _with_history(test: CountStream) -> CountStream:
+    """A stream that knew, from before the deploy, that errors are not bursty (phi about 1)."""
+    test.seed_dispersion(59.0, 59.0)
+    return test
+
+
 def _first_crossing(
     test: CountStream,
     rng: np.random.Generator,
@@ -116,7 +122,9 @@ def test_two_sample_detects_a_twenty_fold_regression_within_three_polls() -> Non
     """10 % errors against 0.5 %, 200 requests per poll per arm: crossed within 3 polls in every
     one of 200 seeded runs."""
     rng = np.random.default_rng(5)
-    delays = [_first_crossing(CountStream(), rng, 0.10, 0.005, 200, 200, 30, 100) for _ in range(200)]
+    delays = [
+        _first_crossing(_with_history(CountStream()), rng, 0.10, 0.005, 200, 200, 30, 100) for _ in range(200)
+    ]
     assert all(d is not None and d <= 3 for d in delays), delays
 
 
@@ -124,7 +132,9 @@ def test_two_sample_detects_a_doubling_at_moderate_traffic() -> None:
     """0.5 % doubling at 10 req/s with 30 s polls (300 requests per poll): most runs are caught
     within a 30 minute bake (60 polls), as DESIGN §7's reference point expects."""
     rng = np.random.default_rng(9)
-    delays = [_first_crossing(CountStream(), rng, 0.01, 0.005, 300, 300, 60, 100) for _ in range(200)]
+    delays = [
+        _first_crossing(_with_history(CountStream()), rng, 0.01, 0.005, 300, 300, 60, 100) for _ in range(200)
+    ]
     caught = [d for d in delays if d is not None]
     assert len(caught) / len(delays) >= 0.8
     assert float(np.median(caught)) * 30 / 60 < 20  # median minutes to detect
@@ -140,7 +150,7 @@ def test_intervals_without_events_or_bad_events_leave_the_evidence_unchanged() -
 
 def test_direction_decrease_flags_a_drop_and_not_a_rise() -> None:
     """`direction: decrease` (a success ratio): a drop is evidence, a rise is not."""
-    drop, rise = CountStream("decrease"), CountStream("decrease")
+    drop, rise = _with_history(CountStream("decrease")), _with_history(CountStream("decrease"))
     for _ in range(5):
         drop.update(5, 200, 50, 200)
         rise.update(50, 200, 5, 200)

@@ -28,7 +28,7 @@ from watchdog.analysis.eprocess import CountStream
 from watchdog.config.models import CheckConfig
 from watchdog.model import CheckReport, Verdict
 
-SEQUENTIAL_SHARE, DETECTOR_SHARE, END_SHARE = 0.7, 0.1, 0.2
+SEQUENTIAL_SHARE, DETECTOR_SHARE, END_SHARE = 0.8, 0.05, 0.15
 PASS_CONFIDENCE = 0.05
 """Error level of the confidence sequence behind the early pass: it passes a deploy that is in fact
 worse than its tolerance with probability at most 5 %. Not part of alpha, which bounds false

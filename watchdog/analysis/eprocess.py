@@ -28,16 +28,30 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy.special import gammaincinv
 
 # Alternatives from "10 % worse" to "50x worse", log-spaced: a regression worth rolling back is
 # rarely smaller than 10 %, and large ones (a broken release) should cross the threshold within a
 # poll or two. Weights are equal on the log scale.
-_WORSE = np.exp(np.linspace(math.log(1.1), math.log(50.0), 24))
+_WORSE = np.exp(np.linspace(math.log(1.1), math.log(20.0), 16))
 # Where the confidence sequence for the effect is evaluated: ratios from 1/50 to 50.
 _EFFECTS = np.exp(np.linspace(math.log(1 / 50), math.log(50.0), 241))
 _LOG_EFFECTS = np.log(_EFFECTS)
 _LOG_FLOOR = -700.0
 _MAX, _SUM = np.maximum.reduce, np.add.reduce
+# chi-square 5 % quantiles by degrees of freedom, for the dispersion factor's upper bound
+_CHI2_LOW = 2 * gammaincinv(np.arange(1, 1001) / 2, 0.05)
+MIN_OWN_DOF = 10
+"""Intervals a two-sample stream's own dispersion estimate needs before it may replace the one
+from before the deploy: fewer, and the smaller of two noisy estimates is too often too small."""
+
+
+def chi2_low(dof: float) -> float:
+    """The 5 % quantile of a chi-square with ``dof`` degrees of freedom (dof >= 1)."""
+    k = int(dof)
+    if k <= 1000:
+        return float(_CHI2_LOW[k - 1])
+    return k - 1.6449 * math.sqrt(2 * k)  # normal approximation, accurate to 0.1 % here
 
 
 def grid(direction: str) -> NDArray[np.float64]:
@@ -104,24 +118,43 @@ class CountStream:
         self.counts = [0.0, 0.0, 0.0, 0.0]  # raw bad_c, total_c, bad_b, total_b
         self.score = [0.0, 0.0]  # deflated score sum and its variance (fixed-horizon test)
         self.disp = [0.0, 0.0]  # Pearson sum and degrees of freedom (dispersion)
+        self.prior_phi: float | None = None  # dispersion before the deploy, if known
         self.intervals = 0
 
     # -- feeding -----------------------------------------------------------------------------------
 
     @property
     def phi(self) -> float:
-        """Dispersion factor, shrunk towards 1 with four pseudo-intervals so that a few noisy
-        early intervals neither inflate nor deflate it much; never below 1."""
+        """The dispersion factor the next interval is judged with; never below 1.
+
+        Two estimates, each an upper bound in its way, and the smaller wins:
+
+        - the stream's own: Pearson's X^2 of past intervals (for two samples, of the canary's share
+          around the fitted effect, which is what the conditional test sees), raised to its 95 %
+          upper confidence bound. It needs no history, and it starts out very conservative: the
+          first interval is only observed, the next few count little;
+        - the window before the deploy (one arm over time): a good estimate from the first poll,
+          but it also counts shocks that hit both versions at once, which the two-sample test
+          cancels, so for two samples the stream's own estimate takes over once it rests on
+          MIN_OWN_DOF intervals and is lower.
+        """
         if not self.dispersion:
             return 1.0
         pearson, dof = self.disp
-        return max(1.0, (pearson + 4.0) / (dof + 4.0))
+        own = pearson / chi2_low(dof) if dof >= 1 else math.inf
+        prior = self.prior_phi
+        if prior is None:
+            return max(1.0, own)
+        if self.objective is not None or dof < MIN_OWN_DOF:
+            # one sample: the window before is the very quantity (the rate's variation over time)
+            return prior
+        return max(1.0, min(own, prior))
 
     def seed_dispersion(self, pearson: float, dof: float) -> None:
-        """Start the dispersion estimate from data the test does not use (the window before the
-        deploy), so the first polls are already judged with it."""
-        self.disp[0] += pearson
-        self.disp[1] += dof
+        """The dispersion seen before the deploy (data the test does not use), so the first polls
+        are already judged with it."""
+        if dof >= 1:  # raised to its 75 % upper confidence bound: an hour of intervals is no certainty
+            self.prior_phi = max(1.0, pearson / float(2 * gammaincinv(dof / 2, 0.25)))
 
     def update(self, bad_c: float, total_c: float, bad_b: float = 0.0, total_b: float = 0.0) -> None:
         """Feed one interval. Intervals without events say nothing and are skipped."""
@@ -143,6 +176,9 @@ class CountStream:
         if total_c <= 0 or total_b <= 0 or bad_c + bad_b <= 0:
             return
         self.intervals += 1
+        if math.isinf(phi):  # no dispersion estimate yet: this interval only teaches one
+            self._learn_split(bad_c, bad_b, total_c, total_b, rho_hat)
+            return
         x_c, x_b = bad_c / phi, bad_b / phi
         x = x_c + x_b
         theta0 = total_c / (total_c + total_b)
@@ -160,6 +196,11 @@ class CountStream:
         # fixed-horizon score test and the split's dispersion around the fitted effect
         self.score[0] += x_c - x * theta0
         self.score[1] += x * theta0 * (1 - theta0)
+        self._learn_split(bad_c, bad_b, total_c, total_b, rho_hat)
+
+    def _learn_split(
+        self, bad_c: float, bad_b: float, total_c: float, total_b: float, rho_hat: float
+    ) -> None:
         n = bad_c + bad_b
         if n >= 1:
             fitted = rho_hat * total_c / (rho_hat * total_c + total_b)
@@ -171,6 +212,9 @@ class CountStream:
             return
         self.intervals += 1
         assert self.objective is not None
+        if math.isinf(phi):  # no dispersion estimate yet: this interval only teaches one
+            self._learn_rate(bad, total)
+            return
         p0 = self.objective
         x, n = bad / phi, total / phi
         good = max(0.0, n - x)
@@ -180,7 +224,15 @@ class CountStream:
         self._cs_terms.append((predicted, x, good, 0.0))
         self.score[0] += x - n * p0
         self.score[1] += n * p0 * (1 - p0)
-        rate = self.counts[0] / self.counts[1]
+        self._learn_rate(bad, total)
+
+    def _learn_rate(self, bad: float, total: float) -> None:
+        """This interval's Pearson residual around the rate of the intervals before it (around a
+        rate that included it, the first residual would be zero by construction)."""
+        before_bad, before_total = self.counts[0] - bad, self.counts[1] - total
+        if before_total <= 0:
+            return
+        rate = before_bad / before_total
         if 0 < rate < 1:
             self.disp[0] += (bad - total * rate) ** 2 / (total * rate * (1 - rate))
             self.disp[1] += 1.0
@@ -276,6 +328,7 @@ class CountStream:
             "counts": list(self.counts),
             "score": list(self.score),
             "disp": list(self.disp),
+            "prior_phi": self.prior_phi,
             "intervals": self.intervals,
         }
 
@@ -292,3 +345,5 @@ class CountStream:
         if cs.shape == _EFFECTS.shape:
             self._cs_base, self._cs_terms = cs, []
         self.intervals = int(state.get("intervals", 0))
+        prior = state.get("prior_phi")
+        self.prior_phi = float(prior) if prior is not None else None
