@@ -17,6 +17,9 @@ from watchdog.cli import EXIT_OK, EXIT_USAGE, main
 
 REPO = Path(__file__).resolve().parents[2]
 BAD = ratio_recording([(5, 1500), (750, 1500), (700, 1500)], [(5, 1500), (5, 1500), (6, 1500)])
+# half an hour of the baseline before the deploy (replay's `before` arm), as Prometheus would have it:
+# with that history the engine trusts the first polls and decides at the first failing one
+BAD["checks"]["errors"]["before"] = [[-30 * k, {"bad": 5 + k % 3, "total": 1500}] for k in range(60)]
 
 
 @pytest.fixture

@@ -34,6 +34,7 @@ PASS_CONFIDENCE = 0.05
 worse than its tolerance with probability at most 5 %. Not part of alpha, which bounds false
 rollbacks."""
 REFERENCE_SHARE = 0.2
+ASSUMED_PEARSON, ASSUMED_DOF = 10.0, 10.0
 """compare: before: the part of a check's alpha spent on the uncertainty of the reference window."""
 
 
@@ -464,7 +465,13 @@ class HistogramCheck(Check):
 
     def _stream(self) -> CountStream:
         objective = self.config.objective if self.config.compare == "slo" else None
-        return CountStream(self.config.direction, objective)
+        stream = CountStream(self.config.direction, objective)
+        # The window before the deploy gives a histogram its edges, not a per-interval history, so
+        # its streams start from an assumed dispersion worth ten intervals of independent requests
+        # (at its 75 % bound, about 1.5): slow requests burst less than errors do, and without any
+        # prior the first polls would only teach the dispersion.
+        stream.seed_dispersion(ASSUMED_PEARSON, ASSUMED_DOF)
+        return stream
 
     @property
     def needs_reference(self) -> bool:

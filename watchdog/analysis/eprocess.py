@@ -119,6 +119,7 @@ class CountStream:
         self.score = [0.0, 0.0]  # deflated score sum and its variance (fixed-horizon test)
         self.disp = [0.0, 0.0]  # Pearson sum and degrees of freedom (dispersion)
         self.prior_phi: float | None = None  # dispersion before the deploy, if known
+        self._split_intervals = 0
         self.intervals = 0
 
     # -- feeding -----------------------------------------------------------------------------------
@@ -201,11 +202,20 @@ class CountStream:
     def _learn_split(
         self, bad_c: float, bad_b: float, total_c: float, total_b: float, rho_hat: float
     ) -> None:
+        """This interval's Pearson residual of the canary's share around the effect fitted to all
+        intervals so far, this one included (the estimate from before it may be far off on the
+        first intervals of a large regression, and that would read as dispersion). Fitting the
+        effect costs a degree of freedom: the first interval adds none."""
         n = bad_c + bad_b
-        if n >= 1:
-            fitted = rho_hat * total_c / (rho_hat * total_c + total_b)
-            self.disp[0] += (bad_c - n * fitted) ** 2 / (n * fitted * (1 - fitted))
-            self.disp[1] += 1.0
+        if n < 1:
+            return
+        self._split_intervals += 1
+        if self._split_intervals == 1:
+            return
+        rho_now = self.effect_estimate()
+        fitted = rho_now * total_c / (rho_now * total_c + total_b)
+        self.disp[0] += (bad_c - n * fitted) ** 2 / (n * fitted * (1 - fitted))
+        self.disp[1] += 1.0
 
     def _update_one_sample(self, bad: float, total: float, phi: float, predicted_rate: float) -> None:
         if total <= 0:
@@ -329,6 +339,7 @@ class CountStream:
             "score": list(self.score),
             "disp": list(self.disp),
             "prior_phi": self.prior_phi,
+            "split_intervals": self._split_intervals,
             "intervals": self.intervals,
         }
 
@@ -345,5 +356,6 @@ class CountStream:
         if cs.shape == _EFFECTS.shape:
             self._cs_base, self._cs_terms = cs, []
         self.intervals = int(state.get("intervals", 0))
+        self._split_intervals = int(state.get("split_intervals", 0))
         prior = state.get("prior_phi")
         self.prior_phi = float(prior) if prior is not None else None
