@@ -15,16 +15,12 @@ poll interval, the one that ends at ``at`` (:func:`window`), and fails in one of
 
 from __future__ import annotations
 
-import asyncio
 import re
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
 from providers.metrics._http import RETRY_AFTER_CAP, Failed, Retry
-from watchdog.errors import PermanentError, ProviderQueryError
-from watchdog.plugins import AdapterContext
+from watchdog.errors import PermanentError
 
 T = TypeVar("T")
 
@@ -84,41 +80,6 @@ def rate_limited(what: str, message: str, delay: float | None) -> Retry | Failed
             kind="rate_limited",
         )
     return Retry(message, kind="rate_limited", delay=delay)
-
-
-def error_kind(exc: Exception) -> str:
-    """A small fixed set of labels for the error counter (no message text: bounded cardinality)."""
-    kind = getattr(exc, "kind", None)
-    if isinstance(kind, str):
-        return kind
-    if isinstance(exc, ProviderQueryError):
-        return "query"
-    return "other"
-
-
-class Instruments:
-    """Records poll latency and errors when the adapter was given the daemon's metrics."""
-
-    def __init__(self, name: str, context: AdapterContext | None) -> None:
-        self._name = name
-        self._metrics = context.metrics if context is not None else None
-
-    async def timed(self, call: Callable[[], Awaitable[T]]) -> T:
-        """Await ``call``, observing its duration (retries included) and counting its failure."""
-        started = time.monotonic()
-        try:
-            return await call()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            if self._metrics is not None:
-                self._metrics.provider_errors.labels(provider=self._name, kind=error_kind(exc)).inc()
-            raise
-        finally:
-            if self._metrics is not None:
-                self._metrics.poll_latency.labels(provider=self._name).observe(
-                    time.monotonic() - started
-                )
 
 
 _SPACE: Final = re.compile(r"\s+")

@@ -121,9 +121,7 @@ def _wait(state: RetryCallState) -> float:
 def retry_status(status: int, headers: Mapping[str, str], detail: str) -> Retry:
     """The ``Retry`` for a 5xx or 429 answer."""
     if status == 429:
-        return Retry(
-            f"rate limited (HTTP 429){detail}", kind="rate_limited", delay=retry_after(headers)
-        )
+        return Retry(f"rate limited (HTTP 429){detail}", kind="rate_limited", delay=retry_after(headers))
     return Retry(f"HTTP {status}{detail}", kind="http", delay=retry_after(headers))
 
 
@@ -141,9 +139,7 @@ async def get(
     the timeout, so a server that sends headers and then stalls is a timeout too.
     """
     try:
-        async with session.get(
-            url, params=params, timeout=aiohttp.ClientTimeout(total=timeout)
-        ) as response:
+        async with session.get(url, params=params, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
             return await read(response)
     except TimeoutError as exc:  # aiohttp's ServerTimeoutError is a TimeoutError too
         raise Retry(f"timed out after {format_duration(timeout)}", kind="timeout") from exc
@@ -190,8 +186,9 @@ async def with_retries(
 
 def error_kind(exc: Exception) -> str:
     """A small fixed set of labels for the error counter (no message text: bounded cardinality)."""
-    if isinstance(exc, Failed):
-        return exc.kind
+    kind = getattr(exc, "kind", None)  # Failed, and the API providers' own errors, carry one
+    if isinstance(kind, str):
+        return kind
     if isinstance(exc, ProviderQueryError):
         return "query"
     return "other"
@@ -213,12 +210,8 @@ class Instruments:
             raise
         except Exception as exc:
             if self._metrics is not None:
-                self._metrics.provider_errors.labels(
-                    provider=self._name, kind=error_kind(exc)
-                ).inc()
+                self._metrics.provider_errors.labels(provider=self._name, kind=error_kind(exc)).inc()
             raise
         finally:
             if self._metrics is not None:
-                self._metrics.poll_latency.labels(provider=self._name).observe(
-                    time.monotonic() - started
-                )
+                self._metrics.poll_latency.labels(provider=self._name).observe(time.monotonic() - started)

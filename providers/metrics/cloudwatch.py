@@ -68,8 +68,8 @@ from botocore.exceptions import (
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from providers import _http
-from providers.metrics._api import Instruments, ProviderConfigError, one_line, rate_limited
-from providers.metrics._http import USER_AGENT, Failed, HttpSettings, Retry, with_retries
+from providers.metrics._api import ProviderConfigError, one_line, rate_limited
+from providers.metrics._http import USER_AGENT, Failed, HttpSettings, Instruments, Retry, with_retries
 from watchdog.config.models import Duration, format_duration
 from watchdog.errors import ProviderQueryError
 from watchdog.plugins import AdapterContext
@@ -412,9 +412,7 @@ class CloudWatchProvider:
     ) -> list[tuple[float, float]]:
         """Every (time, value) of the query in ``[start, end)``, over all NextToken pages."""
         request: dict[str, Any] = {
-            "MetricDataQueries": [
-                {"Id": "q", "MetricStat": query.metric_stat(period), "ReturnData": True}
-            ],
+            "MetricDataQueries": [{"Id": "q", "MetricStat": query.metric_stat(period), "ReturnData": True}],
             "StartTime": datetime.fromtimestamp(start, UTC),
             "EndTime": datetime.fromtimestamp(end, UTC),
             "ScanBy": "TimestampAscending",

@@ -74,14 +74,13 @@ from pydantic import Field, SecretStr, field_validator
 
 from providers import _http
 from providers.metrics._api import (
-    Instruments,
     ProviderConfigError,
     Window,
     one_line,
     rate_limited,
     window,
 )
-from providers.metrics._http import USER_AGENT, Failed, HttpSettings, Retry, with_retries
+from providers.metrics._http import USER_AGENT, Failed, HttpSettings, Instruments, Retry, with_retries
 from watchdog.config.models import Duration, format_duration
 from watchdog.errors import ProviderQueryError
 from watchdog.plugins import AdapterContext
@@ -158,9 +157,7 @@ class DatadogProvider:
 
     Settings = DatadogSettings
 
-    def __init__(
-        self, name: str, settings: DatadogSettings, context: AdapterContext | None = None
-    ) -> None:
+    def __init__(self, name: str, settings: DatadogSettings, context: AdapterContext | None = None) -> None:
         self.name = name
         self._settings = settings
         self._what = f"datadog provider {name!r} at {_http.redact_url(settings.base_url)}"
@@ -169,9 +166,7 @@ class DatadogProvider:
         self._v1_only = False
 
     @classmethod
-    def from_settings(
-        cls, name: str, settings: DatadogSettings, context: AdapterContext
-    ) -> DatadogProvider:
+    def from_settings(cls, name: str, settings: DatadogSettings, context: AdapterContext) -> DatadogProvider:
         return cls(name, settings, context)
 
     def escape(self, value: str) -> str:
@@ -222,11 +217,7 @@ class DatadogProvider:
                     to=span.end_ms,
                     interval=max(1, round(interval * 1000)),
                     queries=TimeseriesFormulaRequestQueries(  # type: ignore[no-untyped-call]
-                        [
-                            MetricsTimeseriesQuery(
-                                data_source=MetricsDataSource.METRICS, query=query, name="a"
-                            )
-                        ]
+                        [MetricsTimeseriesQuery(data_source=MetricsDataSource.METRICS, query=query, name="a")]
                     ),
                 ),
                 type=TimeseriesFormulaRequestType.TIMESERIES_REQUEST,

@@ -49,8 +49,8 @@ import structlog
 from pydantic import Field, SecretStr, field_validator
 
 from providers import _http
-from providers.metrics._api import Instruments, ProviderConfigError, Window, one_line, rate_limited, window
-from providers.metrics._http import USER_AGENT, Failed, HttpSettings, Retry, with_retries
+from providers.metrics._api import ProviderConfigError, Window, one_line, rate_limited, window
+from providers.metrics._http import USER_AGENT, Failed, HttpSettings, Instruments, Retry, with_retries
 from watchdog.config.models import Duration, format_duration
 from watchdog.errors import ProviderQueryError
 from watchdog.plugins import AdapterContext
@@ -128,9 +128,7 @@ class NewRelicProvider:
 
     Settings = NewRelicSettings
 
-    def __init__(
-        self, name: str, settings: NewRelicSettings, context: AdapterContext | None = None
-    ) -> None:
+    def __init__(self, name: str, settings: NewRelicSettings, context: AdapterContext | None = None) -> None:
         self.name = name
         self._settings = settings
         self._what = f"newrelic provider {name!r} at {_http.redact_url(settings.endpoint)}"

@@ -61,9 +61,7 @@ class PrometheusSettings(HttpSettings):
 
     @model_validator(mode="after")
     def _one_authorization(self) -> PrometheusSettings:
-        if self.bearer_token is not None and any(
-            key.lower() == "authorization" for key in self.headers
-        ):
+        if self.bearer_token is not None and any(key.lower() == "authorization" for key in self.headers):
             raise ValueError("give either `bearer_token` or an Authorization header, not both")
         return self
 
@@ -170,14 +168,12 @@ class PrometheusProvider:
             raise Failed(f"{self._what}: HTTP {status}{detail}", kind="http")
         if payload is None:
             raise Failed(
-                f"{self._what}: the answer is not a JSON object (is this a Prometheus API?)"
-                f"{detail}",
+                f"{self._what}: the answer is not a JSON object (is this a Prometheus API?){detail}",
                 kind="bad_response",
             )
         if payload.get("status") != "success":
             raise Failed(
-                f"{self._what}: status {payload.get('status')!r}, error type {error_type!r}"
-                f"{detail}",
+                f"{self._what}: status {payload.get('status')!r}, error type {error_type!r}{detail}",
                 kind="bad_response",
             )
         self._log_annotations(payload, query)
@@ -240,7 +236,7 @@ def _samples(data: Any, what: str, query: str) -> list[Sample]:
 def _value(point: Any) -> float:
     """``[<unix time>, "<value>"]`` → float; Prometheus quotes values so NaN and ±Inf survive JSON."""
     if not isinstance(point, list) or len(point) != 2 or not isinstance(point[1], str):
-        raise _Shape(f"a point is not [time, \"value\"]: {point!r:.80}")
+        raise _Shape(f'a point is not [time, "value"]: {point!r:.80}')
     try:
         return float(point[1])
     except ValueError as exc:

@@ -65,9 +65,7 @@ __all__ = [
 
 log = structlog.get_logger()
 
-_ACCEPT: Final = (
-    "text/plain;version=0.0.4;q=0.9,application/openmetrics-text;version=1.0.0;q=0.5,*/*;q=0.1"
-)
+_ACCEPT: Final = "text/plain;version=0.0.4;q=0.9,application/openmetrics-text;version=1.0.0;q=0.5,*/*;q=0.1"
 """Prefer the classic text format: it parses faster and accepts more of what exporters emit."""
 
 _MAX_SNAPSHOTS: Final = 4096
@@ -129,8 +127,7 @@ class Selector:
 
     def matches(self, name: str, labels: Mapping[str, str]) -> bool:
         return all(
-            m.matches(name if m.label == "__name__" else labels.get(m.label, ""))
-            for m in self.matchers
+            m.matches(name if m.label == "__name__" else labels.get(m.label, "")) for m in self.matchers
         )
 
 
@@ -268,9 +265,7 @@ class _SelectorParser:
             return _SIMPLE_ESCAPES[char]
         if char in _HEX_ESCAPES:
             digits = self.text[self.pos : self.pos + _HEX_ESCAPES[char]]
-            if len(digits) == _HEX_ESCAPES[char] and all(
-                c in "0123456789abcdefABCDEF" for c in digits
-            ):
+            if len(digits) == _HEX_ESCAPES[char] and all(c in "0123456789abcdefABCDEF" for c in digits):
                 self.pos += len(digits)
                 return chr(int(digits, 16))
         elif char in "01234567":
@@ -328,9 +323,7 @@ class ScrapeProvider:
 
     Settings = ScrapeSettings
 
-    def __init__(
-        self, name: str, settings: ScrapeSettings, context: AdapterContext | None = None
-    ) -> None:
+    def __init__(self, name: str, settings: ScrapeSettings, context: AdapterContext | None = None) -> None:
         self.name = name
         self._settings = settings
         self._what = f"scrape provider {name!r}"
@@ -339,9 +332,7 @@ class ScrapeProvider:
         self._previous: OrderedDict[str, dict[_SeriesKey, float]] = OrderedDict()
 
     @classmethod
-    def from_settings(
-        cls, name: str, settings: ScrapeSettings, context: AdapterContext
-    ) -> ScrapeProvider:
+    def from_settings(cls, name: str, settings: ScrapeSettings, context: AdapterContext) -> ScrapeProvider:
         return cls(name, settings, context)
 
     def escape(self, value: str) -> str:
@@ -373,9 +364,7 @@ class ScrapeProvider:
     def _client(self) -> aiohttp.ClientSession:
         """The session, created on first use: a constructor runs outside any event loop."""
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                headers={"User-Agent": USER_AGENT, "Accept": _ACCEPT}
-            )
+            self._session = aiohttp.ClientSession(headers={"User-Agent": USER_AGENT, "Accept": _ACCEPT})
         return self._session
 
     async def _scrape_all(self) -> list[list[Exposed]]:
@@ -410,9 +399,7 @@ class ScrapeProvider:
             return await response.text(errors="replace"), response.content_type
 
         async def attempt() -> tuple[str, str]:
-            return await get(
-                self._client(), url, params=None, timeout=self._settings.timeout, read=read
-            )
+            return await get(self._client(), url, params=None, timeout=self._settings.timeout, read=read)
 
         text, content_type = await with_retries(self._settings.retries, what, attempt)
         try:
@@ -436,9 +423,7 @@ class ScrapeProvider:
                 f"{self._what}: {query!r} matches histogram buckets and other series at once; "
                 "select the `_bucket` series alone"
             )
-        edges = (
-            {p.labels["le"]: _edge(p, self._what) for _, p in matched} if all(buckets) else {}
-        )
+        edges = {p.labels["le"]: _edge(p, self._what) for _, p in matched} if all(buckets) else {}
         # Validated: from here on, state changes.
         previous = self._previous.pop(query, None)
         self._previous[query] = {key: p.value for key, p in matched if p.counter}
@@ -469,8 +454,7 @@ class ScrapeProvider:
             # `1` and `1.0` are the same edge from two client libraries: group by number.
             per_le.setdefault(edges[le], (le, []))[1].append(value(key, point))
         return [
-            Sample(labels={"le": le}, value=math.fsum(values))
-            for _, (le, values) in sorted(per_le.items())
+            Sample(labels={"le": le}, value=math.fsum(values)) for _, (le, values) in sorted(per_le.items())
         ]
 
 
