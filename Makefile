@@ -1,7 +1,8 @@
 # The two commands a newcomer needs (README "Quick start"):
 #   make demo   set up a virtualenv and run the one-minute demo (needs nothing else on the machine)
-#   make test   install what the tests need (Python packages, Debian's prometheus) and run
-#               ruff, mypy and pytest; the tests start every server they use on loopback
+#   make test   install what the tests need (Python packages; Debian's prometheus, openssh-server)
+#               and run ruff, mypy and pytest; the tests start every server they use (Prometheus,
+#               sshd, moto's server, local stand-ins) on loopback
 #
 # Installs are pinned by constraints.txt so CI and laptops resolve the same versions.
 
