@@ -28,6 +28,8 @@ from typing import Final, Self
 
 import aiohttp
 
+from tests.support.processes import end_process
+
 CREDENTIALS: Final = {
     "aws_access_key_id": "testing",
     "aws_secret_access_key": "testing",
@@ -137,16 +139,7 @@ class MotoServer:
 
     async def _terminate(self, timeout: float = 5.0) -> None:
         process, self._process = self._process, None
-        if process is None or process.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            process.terminate()
-        try:
-            await asyncio.wait_for(process.wait(), timeout)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
+        await end_process(process, timeout)
 
     async def stop(self) -> None:
         """Terminate and wait (kill after 5 s); remove the log. Safe to call twice."""

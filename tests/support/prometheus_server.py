@@ -12,7 +12,6 @@ may point elsewhere.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import shutil
@@ -25,6 +24,8 @@ from typing import Self
 from urllib.parse import urlsplit
 
 import aiohttp
+
+from tests.support.processes import end_process
 
 DEFAULT_BINARY = "/usr/bin/prometheus"
 START_ATTEMPTS = 3  # a free port found by binding port 0 can be taken before Prometheus binds it
@@ -124,9 +125,7 @@ class PrometheusServer:
                 except _Exited:
                     log = self.log
                     if attempt == START_ATTEMPTS or "address already in use" not in log:
-                        raise RuntimeError(
-                            f"Prometheus exited during start-up:\n{log[-3000:]}"
-                        ) from None
+                        raise RuntimeError(f"Prometheus exited during start-up:\n{log[-3000:]}") from None
         except BaseException:
             await self.stop()
             raise
@@ -175,15 +174,7 @@ class PrometheusServer:
     async def stop(self, timeout: float = 5.0) -> None:
         """Terminate and wait; kill what does not exit within ``timeout``. Safe to call twice."""
         process, self._process = self._process, None
-        if process is not None and process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.terminate()
-            try:
-                await asyncio.wait_for(process.wait(), timeout)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                await process.wait()
+        await end_process(process, timeout)
         folder, self._dir = self._dir, None
         if folder is not None:
             folder.cleanup()
