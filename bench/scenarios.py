@@ -230,9 +230,7 @@ def generate(f: Family, *, regressed: bool, index: int, seed: int = 0, before: b
 
 
 BEFORE_POLLS = 60
-"""Intervals of ratio data before the deploy (30 minutes of 30 s polls: what the Watch asks for)."""
-BEFORE_WINDOW_S = 3600.0
-"""The histogram reference: one point at time 0 covering the default ``before_window`` (1 h)."""
+"""Intervals of data before the deploy (30 minutes of 30 s polls: what the Watch asks for)."""
 
 
 def _add_before(f: Family, rng: np.random.Generator, checks: dict[str, Any]) -> None:
@@ -241,9 +239,9 @@ def _add_before(f: Family, rng: np.random.Generator, checks: dict[str, Any]) -> 
     before the canary started. The engine estimates its dispersion factor from the ratio intervals
     and picks its histogram edges from the bucket counts; the other methods ignore it.
 
-    Ratio: ``BEFORE_POLLS`` per-interval points at times 0, -30, -60, ... drawn from the baseline's
-    process (bursts and shocks included). Histogram: one point at time 0, the cumulative counts of
-    ``BEFORE_WINDOW_S`` seconds of baseline requests (the Watch asks once, for the whole window)."""
+    ``BEFORE_POLLS`` per-interval points at times 0, -30, -60, ... drawn from the baseline's
+    process: ratio counts (bursts and shocks included), and for latency families the bucket counts
+    of the same requests' latencies."""
     step = float(f.interval_s)
     k = BEFORE_POLLS
     times = -step * np.arange(k, dtype=np.float64)
@@ -256,8 +254,8 @@ def _add_before(f: Family, rng: np.random.Generator, checks: dict[str, Any]) -> 
     ]
     if f.kind == "latency":
         q_b = latency_probs(f, regressed=False)
-        counts = rng.multinomial(rng.poisson(f.rps * BEFORE_WINDOW_S), q_b / q_b.sum())
-        checks["latency"]["before"] = _hist_points(np.zeros(1), np.cumsum(counts)[None, :])
+        counts = rng.multinomial(n, q_b / q_b.sum())
+        checks["latency"]["before"] = _hist_points(times, np.cumsum(counts, axis=1))
 
 
 def _hist_points(ends: NDArray[np.float64], cum: NDArray[np.int64]) -> list[list[Any]]:

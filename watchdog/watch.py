@@ -6,9 +6,9 @@ after a restart it continues on the same grid, and a poll it missed while the da
 made late with its own timestamp (Prometheus answers for the past), so a crash loses no interval.
 It returns the final decision and leaves acting on it (rollback, notification) to the caller.
 
-Before the first poll, checks that compare with the time before the deploy (``compare: before``,
-and histograms choosing their edges) get their reference: the same query over ``before_window``
-ending at the deploy's start.
+Before the first poll, every check gets its reference: the same queries at the poll times of
+``before_window`` ending at the deploy's start (at most MAX_REFERENCE_POLLS of them), which give
+``compare: before`` its rate, ratios and histograms their dispersion, and histograms their edges.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -44,8 +44,9 @@ from watchdog.templates import render
 log = structlog.get_logger("watchdog.watch")
 
 PollHook = Callable[[int, tuple[CheckReport, ...], dict[str, object]], Awaitable[None]]
+T = TypeVar("T")
 MAX_REFERENCE_POLLS = 60
-"""How many intervals before the deploy a ratio or gauge check samples (a query each; 30 minutes
+"""How many intervals before the deploy a check samples (a query each; 30 minutes
 of 30 s polls): enough to estimate a dispersion factor or a mean, cheap enough to ask at once."""
 
 
@@ -320,11 +321,7 @@ class Watch:
             if isinstance(check, RatioCheck):
                 check.set_reference(await self._reference_intervals(check, version))
             elif isinstance(check, HistogramCheck):
-                assert cfg.query is not None
-                provider = self.providers[cfg.provider]
-                query = self._render(check, "before", cfg.query, self._values(version, window))
-                got = await self._query(provider, cfg.provider, query, start, window)
-                check.set_reference(_buckets(got) if got else None)
+                check.set_reference(await self._reference_histograms(check, version))
             elif isinstance(check, GaugeCheck):
                 assert cfg.query is not None
                 provider = self.providers[cfg.provider]
@@ -342,29 +339,51 @@ class Watch:
             check.set_reference(None)
 
     async def _reference_intervals(self, check: RatioCheck, version: str) -> list[RatioCounts]:
-        """Per-interval counts over the window before the deploy, on the poll grid, at most
-        MAX_REFERENCE_POLLS of them, a few queries at a time to spare the provider."""
+        """Per-interval counts over the window before the deploy."""
         cfg = check.config
         assert cfg.bad is not None and cfg.total is not None
         values = self._values(version)
-        count = min(MAX_REFERENCE_POLLS, max(1, int(cfg.before_window // self.policy.interval)))
-        gate = asyncio.Semaphore(4)
 
-        async def one(j: int) -> RatioCounts | None:
-            at = self.deployment.created_at - j * self.policy.interval
-            async with gate:
-                try:
-                    bad = await self._sum(check, "before.bad", cfg.bad or "", values, at)
-                    total = await self._sum(check, "before.total", cfg.total or "", values, at)
-                except (TemporaryError, PermanentError):
-                    return None
+        async def counts(at: float) -> RatioCounts | None:
+            bad = await self._sum(check, "before.bad", cfg.bad or "", values, at)
+            total = await self._sum(check, "before.total", cfg.total or "", values, at)
             return None if total is None else RatioCounts(bad or 0.0, total)
 
+        return await self._history(check, counts)
+
+    async def _reference_histograms(self, check: HistogramCheck, version: str) -> list[Buckets]:
+        """Per-interval bucket counts over the window before the deploy."""
+        cfg = check.config
+        assert cfg.query is not None
+        provider = self.providers[cfg.provider]
+        query = self._render(check, "before", cfg.query, self._values(version))
+
+        async def buckets(at: float) -> Buckets | None:
+            got = await self._query(provider, cfg.provider, query, at)
+            return _buckets(got) if got else None
+
+        return await self._history(check, buckets)
+
+    async def _history(self, check: Check, fetch: Callable[[float], Awaitable[T | None]]) -> list[T]:
+        """``fetch`` at each poll time of the window before the deploy, newest first, at most
+        MAX_REFERENCE_POLLS of them, a few queries at a time to spare the provider. Times without
+        an answer are left out; none at the newest means no history at all (a new service, a query
+        for the new version only), and the rest is not asked."""
+        count = min(MAX_REFERENCE_POLLS, max(1, int(check.config.before_window // self.policy.interval)))
+        gate = asyncio.Semaphore(4)
+
+        async def one(j: int) -> T | None:
+            async with gate:
+                try:
+                    return await fetch(self.deployment.created_at - j * self.policy.interval)
+                except (TemporaryError, PermanentError):
+                    return None
+
         newest = await one(0)
-        if newest is None:  # no history at all (a new service, a query for the new version only)
+        if newest is None:
             return []
         found = await self._all([one(j) for j in range(1, count)])
-        return [newest, *(c for c in found if c is not None)]
+        return [newest, *(x for x in found if x is not None)]
 
 
 def _mean(samples: list[Sample]) -> float:

@@ -284,3 +284,43 @@ def test_check_state_round_trips_through_json_for_every_type() -> None:
     ):
         fresh.load_state(json.loads(json.dumps(check.to_state())))
         assert fresh.report() == check.report()
+
+
+def test_histogram_history_gives_edges_down_to_p999_and_a_measured_dispersion() -> None:
+    """Sixty intervals before the deploy: the edges come from their sum (nearest p50, p90, p99 and
+    p99.9), each edge's dispersion from its per-interval slow counts (near 1 for independent
+    requests, not the assumed 1.5), and an interval with another bucket layout is left out."""
+    rng = np.random.default_rng(21)
+    history = [buckets(rng, 600, 0.15) for _ in range(60)]
+    history.append({0.1: 10.0, math.inf: 20.0})  # an older layout
+    check = HistogramCheck(check_config(type="histogram"), 0.01, 60)
+    assert check.needs_reference
+    check.set_reference(history)
+    assert check.reference is not None and check.reference["intervals"] == 60
+    assert check.edges == [0.25, 0.5, 1.0]  # p50, p90 and p99 share 0.5; p99.9 adds 1.0
+    # at the p50 and p90 edges slow requests in every interval measure it (near 1, well under the
+    # assumed 1.48); beyond p99 this history has none, and the assumed dispersion stays
+    measured, assumed = check.streams[:2], check.streams[2]
+    assert all(s.prior_phi is not None and s.prior_phi < 1.45 for s in measured)
+    assert check.reference["dispersion"][2] is None and assumed.prior_phi is not None
+    assert assumed.prior_phi > 1.45
+
+
+def test_histogram_with_a_single_reference_interval_keeps_the_assumed_dispersion() -> None:
+    """One cumulative point (a recording made before histories were fetched) still gives edges,
+    but no per-interval variation: the streams keep the assumed, cautious dispersion."""
+    rng = np.random.default_rng(22)
+    check = HistogramCheck(check_config(type="histogram"), 0.01, 60)
+    check.set_reference(buckets(rng, 20000, 0.1))
+    assert check.edges
+    assert all(s.prior_phi is not None and s.prior_phi > 1.4 for s in check.streams)
+
+
+def test_configured_edges_still_read_the_history_for_their_dispersion() -> None:
+    """With ``edges`` configured the history does not move them; it only measures them."""
+    rng = np.random.default_rng(23)
+    check = HistogramCheck(check_config(type="histogram", edges=[0.25]), 0.01, 60)
+    assert check.needs_reference
+    check.set_reference([buckets(rng, 600, 0.1) for _ in range(30)])
+    assert check.edges == [0.25] and check.streams[0].prior_phi is not None
+    assert check.streams[0].prior_phi < 1.4

@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 from scipy.special import logsumexp
 
-from watchdog.analysis.eprocess import CountStream
+from watchdog.analysis.eprocess import CountStream, grid
 
 
 def _with_history(test: CountStream) -> CountStream:
@@ -99,14 +99,16 @@ def test_two_sample_per_interval_likelihood_ratio_has_expectation_at_most_one(
 
 
 def test_two_sample_mixture_matches_its_closed_form() -> None:
-    """After several updates the e-value equals the mean over the grid of the products of the
-    binomial likelihood ratios, each computed independently with scipy (dispersion off)."""
+    """After several updates the e-value equals the weighted mean over the grid of the products
+    of the binomial likelihood ratios, each computed independently with scipy (dispersion off)."""
     test = CountStream(dispersion=False)
     data = [(3, 200, 1, 210), (5, 190, 2, 220), (0, 180, 1, 205)]
     for row in data:
         test.update(*row)
     expected = 0.0
-    for rho in test.alt:
+    _, log_weights = grid("increase")
+    assert math.isclose(float(np.exp(log_weights).sum()), 1.0)
+    for rho, weight in zip(test.alt, np.exp(log_weights), strict=True):
         product = 1.0
         for bad_c, n_c, bad_b, n_b in data:
             theta0 = n_c / (n_c + n_b)
@@ -114,7 +116,7 @@ def test_two_sample_mixture_matches_its_closed_form() -> None:
             product *= stats.binom.pmf(bad_c, bad_c + bad_b, theta) / stats.binom.pmf(
                 bad_c, bad_c + bad_b, theta0
             )
-        expected += product / len(test.alt)
+        expected += weight * product
     assert math.isclose(test.e_value, expected, rel_tol=1e-9)
 
 
@@ -226,3 +228,78 @@ def test_confidence_sequence_matches_its_prequential_definition() -> None:
     assert np.allclose(test.cs, expected)
     low, high = test.confidence_interval(0.05)
     assert low < test.effect_estimate() < high
+
+
+def test_weights_favour_the_regressions_worth_rolling_back() -> None:
+    """The mixture's weight sits mostly on x1.15 to x6, spaced evenly in log(log(ratio)), with two
+    light alternatives for broken releases; "both" splits the weight between the two sides."""
+    ratios, log_weights = grid("increase")
+    weights = np.exp(log_weights)
+    core = (ratios >= 1.15 - 1e-9) & (ratios <= 6 + 1e-9)
+    assert weights[core].sum() > 0.95 and ratios.max() == 20.0
+    steps = np.diff(np.log(np.log(ratios[core])))
+    assert np.allclose(steps, steps[0])
+    both, log_both = grid("both")
+    assert math.isclose(float(np.exp(log_both).sum()), 1.0)
+    assert math.isclose(float(np.exp(log_both[both < 1]).sum()), 0.5)
+
+
+def test_common_events_are_counted_with_the_hypergeometric_variance() -> None:
+    """When bad events are no rarity (requests slower than a median edge), the canary's share of
+    them varies less than a binomial share: the same data weigh more than with dispersion off,
+    and the stream's own dispersion estimate on healthy data stays near 1, not near the factor."""
+    rng = np.random.default_rng(11)
+    corrected, plain = CountStream(), CountStream(dispersion=False)
+    corrected.seed_dispersion(59.0, 59.0)
+    for _ in range(40):
+        n = 1000
+        row = (rng.binomial(n, 0.46), n, rng.binomial(n, 0.4), n)
+        corrected.update(*row)
+        plain.update(*row)
+    assert corrected.log_e_value > plain.log_e_value + 1.0
+    pearson, dof = corrected.disp
+    assert 0.6 < pearson / dof < 1.5
+
+
+def test_common_events_keep_false_rejections_under_alpha() -> None:
+    """Under the null, with 40 % of requests 'bad' in both arms (the worst case the finite-population
+    factor changes), 400 seeded runs of 60 polls cross 1/0.05 at most 5 % of the time (within the
+    rate's binomial upper bound)."""
+    rng = np.random.default_rng(12)
+    crossed = 0
+    runs = 400
+    for _ in range(runs):
+        test = CountStream()
+        test.seed_dispersion(59.0, 59.0)
+        for _ in range(60):
+            n_c, n_b = rng.poisson(300), rng.poisson(300)
+            test.update(rng.binomial(n_c, 0.4), n_c, rng.binomial(n_b, 0.4), n_b)
+            if test.log_e_value >= math.log(1 / 0.05):
+                crossed += 1
+                break
+    assert crossed <= stats.binom.ppf(0.99, runs, 0.05)
+
+
+def test_detector_is_the_weighted_shiryaev_roberts_statistic() -> None:
+    """The late-onset detector equals sum_k w_k R_t(k) with R_t = (1 + R_{t-1}) LR_t, computed here
+    from scipy's binomial pmf, and a state saved with the former CUSUM key still loads."""
+    test = CountStream(dispersion=False)
+    data = [(1, 200, 3, 210), (0, 190, 2, 220), (6, 180, 1, 205), (7, 200, 1, 200)]
+    for row in data:
+        test.update(*row)
+    _, log_weights = grid("increase")
+    expected = 0.0
+    for rho, weight in zip(test.alt, np.exp(log_weights), strict=True):
+        r = 0.0
+        for bad_c, n_c, bad_b, n_b in data:
+            theta0 = n_c / (n_c + n_b)
+            theta = rho * n_c / (rho * n_c + n_b)
+            lr = stats.binom.pmf(bad_c, bad_c + bad_b, theta) / stats.binom.pmf(bad_c, bad_c + bad_b, theta0)
+            r = (1 + r) * lr
+        expected += weight * r
+    assert math.isclose(test.log_detector, math.log(expected), rel_tol=1e-9)
+    old = test.to_state()
+    old["log_cusum"] = old.pop("log_sr")
+    resumed = CountStream(dispersion=False)
+    resumed.load_state(old)
+    assert math.isclose(resumed.log_detector, test.log_detector)

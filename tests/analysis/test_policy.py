@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 from watchdog.analysis import PolicyAnalysis, RatioCounts
+from watchdog.analysis.checks import DETECTOR_SHARE, END_SHARE, SEQUENTIAL_SHARE
 from watchdog.config.models import PolicyConfig
 from watchdog.model import Verdict
 
@@ -35,14 +36,16 @@ def feed(
 
 
 def test_alpha_is_split_equally_across_checks() -> None:
-    """Two checks under alpha 0.01 each get 0.005, of which 70 % goes to the sequential test
-    (threshold 1/0.004), 5 % to the late-onset detector (N/0.00025) and 15 % to the end look."""
+    """Two checks under alpha 0.01 each get 0.005, split between the sequential test (threshold
+    1/(share * 0.005)), the late-onset detector (N/(share * 0.005)) and the end look; the three
+    shares add up to the whole."""
+    assert math.isclose(SEQUENTIAL_SHARE + DETECTOR_SHARE + END_SHARE, 1.0)
     analysis = PolicyAnalysis(policy(alpha=0.01))
     for check in analysis.checks.values():
         assert check.alpha == 0.005
-        assert math.isclose(check.threshold, 1 / 0.004)
-        assert math.isclose(check.detector_threshold, 20 / 0.00025)
-        assert math.isclose(check.end_alpha, 0.00075)
+        assert math.isclose(check.threshold, 1 / (SEQUENTIAL_SHARE * 0.005))
+        assert math.isclose(check.detector_threshold, 20 / (DETECTOR_SHARE * 0.005))
+        assert math.isclose(check.end_alpha, END_SHARE * 0.005)
 
 
 def test_a_failing_critical_check_rolls_back_with_its_numbers_in_the_reason() -> None:
@@ -52,7 +55,7 @@ def test_a_failing_critical_check_rolls_back_with_its_numbers_in_the_reason() ->
     decision = analysis.decide(final=False)
     assert decision.verdict is Verdict.FAIL
     assert "errors 10.00 % vs 0.50 % on 600 vs 600 requests" in decision.reason
-    assert "against a threshold of 250" in decision.reason
+    assert f"against a threshold of {1 / (SEQUENTIAL_SHARE * 0.005):,.0f}" in decision.reason
     assert "error ratio x" in decision.reason
 
 

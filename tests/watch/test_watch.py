@@ -192,6 +192,35 @@ async def test_histogram_series_are_read_by_le_or_datadogs_upper_bound() -> None
     assert watch.analysis.checks["c"].edges == [0.1]  # type: ignore[attr-defined]
 
 
+async def test_histogram_reference_is_the_per_interval_history_before_the_deploy() -> None:
+    """Before its first poll a histogram asks its query at each poll time of the window before the
+    deploy (newest first, at most 60), for the baseline version; the edges come from their sum and
+    each edge's dispersion from their variation."""
+
+    def script(query: str, at: float) -> list[Sample]:
+        wobble = int(at) % 7
+        return [Sample({"le": "0.1"}, 300 + wobble), Sample({"le": "0.5"}, 395), Sample({"le": "+Inf"}, 400)]
+
+    provider = FakeMetricsProvider(script)
+    query = 'sum by (le) (h{version="{version}"})'
+    policy = _policy({"type": "histogram", "query": query, "before_window": "10m"})
+    watch = Watch(
+        deployment=deployment(),
+        policy=policy,
+        providers={"prom": provider},
+        clock=VirtualClock(1000.0),
+        stop=asyncio.Event(),
+    )
+    await watch.run()
+    before = [(q, at) for q, at in provider.queries if at <= 1000.0]
+    assert [at for _, at in before] == [1000.0 - 30 * j for j in range(20)]
+    assert all('version="v1"' in q for q, _ in before)
+    check = watch.analysis.checks["c"]
+    assert check.reference is not None and check.reference["intervals"] == 20
+    assert check.edges == [0.1, 0.5]  # type: ignore[attr-defined]
+    assert all(d is not None for d in check.reference["dispersion"])
+
+
 async def test_gauge_values_are_averaged_across_series() -> None:
     def script(query: str, at: float) -> list[Sample]:
         level = 0.9 if 'version="v2"' in query else 0.4
