@@ -10,6 +10,7 @@ import pytest
 from scipy import stats
 
 from watchdog.analysis import GaugeCheck, HistogramCheck, PolicyAnalysis, RatioCheck, RatioCounts
+from watchdog.analysis.checks import edge_span
 from watchdog.config.models import CheckConfig, PolicyConfig
 from watchdog.model import Verdict
 
@@ -324,3 +325,24 @@ def test_configured_edges_still_read_the_history_for_their_dispersion() -> None:
     check.set_reference([buckets(rng, 600, 0.1) for _ in range(30)])
     assert check.edges == [0.25] and check.streams[0].prior_phi is not None
     assert check.streams[0].prior_phi < 1.4
+
+
+def test_an_edge_bets_only_on_ratios_its_share_allows_and_keeps_them_after_a_restart() -> None:
+    """An edge that 40 % of requests are slower than cannot see a ratio above 2.5, and a slowdown
+    moves its share by little: its mixture spans about x1.09 to x2.5. A tail edge keeps the default
+    span. A resumed check rebuilds the same alternatives from the saved shares."""
+    low, high = edge_span(0.4)
+    assert math.isclose(low, 1.09) and math.isclose(high, 2.5)
+    assert edge_span(0.001) == (pytest.approx(1.14985), 6.0)
+    rng = np.random.default_rng(24)
+    check = HistogramCheck(check_config(type="histogram"), 0.01, 60)
+    check.set_reference([buckets(rng, 600, 0.15) for _ in range(30)])
+    assert all(share is not None for share in check.shares)
+    assert check.streams[0].alt.max() <= 1 / check.shares[0]  # type: ignore[operator]
+    for _ in range(3):
+        check.observe(buckets(rng, 400, 0.15), buckets(rng, 400, 0.15))
+    resumed = HistogramCheck(check_config(type="histogram"), 0.01, 60)
+    resumed.load_state(check.to_state())
+    assert resumed.shares == check.shares
+    for a, b in zip(resumed.streams, check.streams, strict=True):
+        assert np.array_equal(a.alt, b.alt) and a.log_e_value == b.log_e_value

@@ -26,7 +26,8 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy import stats
 
-from watchdog.analysis.eprocess import CountStream
+from watchdog.analysis.eprocess import SPAN, CountStream
+from watchdog.analysis.shift import ShiftStream
 from watchdog.config.models import CheckConfig
 from watchdog.model import CheckReport, Verdict
 
@@ -447,6 +448,17 @@ class RatioCheck(Check):
         self.stream.load_state(state.get("stream", {}))
 
 
+def edge_span(share: float) -> tuple[float, float]:
+    """Where a histogram edge's mixture puts its weight, given the share of the baseline's requests
+    slower than it. That share can grow at most to 1, so a ratio above 1/share is impossible there;
+    and a slowdown moves a share near the median by less, relatively, than a share in the tail
+    (10 % slower moves the median edge's share x1.13 and the p99's x1.5), so the span starts lower
+    the larger the share. Betting on impossible or implausible ratios only slows the decision."""
+    low = 1 + (SPAN[0] - 1) * (1 - min(max(share, 0.0), 1.0))
+    high = min(SPAN[1], 1 / share) if share > 0 else SPAN[1]
+    return low, max(high, low * 1.5)
+
+
 class HistogramCheck(Check):
     """``type: histogram``: requests slower than K bucket edges, each edge a ratio test.
 
@@ -463,11 +475,18 @@ class HistogramCheck(Check):
     def __init__(self, config: CheckConfig, alpha: float, total_polls: int) -> None:
         super().__init__(config, alpha, total_polls)
         self.edges: list[float] = list(config.edges or [])
-        self.streams: list[CountStream] = [self._stream() for _ in self.edges]
+        self.shares: list[float | None] = [None for _ in self.edges]
+        self.streams: list[CountStream] = [self._stream(None) for _ in self.edges]
+        self.shift: ShiftStream | None = None
 
-    def _stream(self) -> CountStream:
+    def _stream(self, share: float | None) -> CountStream:
+        """A stream for an edge that ``share`` of the baseline's requests are slower than (None:
+        not known yet). Only "slower is worse" bets by the share: a share can shrink to nothing."""
         objective = self.config.objective if self.config.compare == "slo" else None
-        stream = CountStream(self.config.direction, objective)
+        if objective is None and share is not None and share > 0 and self.config.direction == "increase":
+            stream = CountStream(self.config.direction, span=edge_span(share), limit=1 / share)
+        else:
+            stream = CountStream(self.config.direction, objective)
         # Until the window before the deploy gives each edge its measured dispersion (a provider
         # without history, edges taken from the first poll), the streams start from an assumed one
         # worth ten intervals of independent requests (at its 75 % bound, about 1.5): slow
@@ -494,8 +513,12 @@ class HistogramCheck(Check):
         self.reference = {"source": "before the deploy" if usable else "first poll", "intervals": len(usable)}
         if not usable:
             return
-        if not self.edges:
-            self._choose_edges({le: sum(b[le] for b in usable) for le in usable[0]})
+        summed = {le: sum(b[le] for b in usable) for le in usable[0]}
+        if self.edges:  # configured: the history only measures them
+            self._set_edges(self.edges, summed)
+        else:
+            self._choose_edges(summed)
+        self._start_shift(summed)
         self.reference["edges"] = self.edges
         dispersion: list[float | None] = []
         for edge, stream in zip(self.edges, self.streams, strict=True):
@@ -516,10 +539,16 @@ class HistogramCheck(Check):
             edge = next((le for le in bounds if buckets[le] >= q * total), None)
             if edge is not None and edge not in chosen:
                 chosen.append(edge)
-        self.edges = chosen
-        self.streams = [self._stream() for _ in chosen]
+        self._set_edges(chosen, buckets)
         assert self.reference is not None
         self.reference["edges"] = chosen
+
+    def _set_edges(self, edges: list[float], buckets: Buckets) -> None:
+        """Fresh streams for ``edges``, each betting on the effects its baseline share allows."""
+        total = buckets[math.inf]
+        self.edges = list(edges)
+        self.shares = [(total - buckets[e]) / total if e in buckets and total > 0 else None for e in edges]
+        self.streams = [self._stream(share) for share in self.shares]
 
     def observe(self, canary: Buckets, baseline: Buckets | None) -> None:
         self.polls += 1
@@ -532,9 +561,10 @@ class HistogramCheck(Check):
             return
         if not self.edges:
             source = baseline if baseline is not None else canary
-            self._choose_edges(source)
             if self.reference is None:
                 self.reference = {"source": "first poll"}
+            self._choose_edges(source)
+            self._start_shift(source)
             self.reference["edges"] = self.edges
             return  # that poll chose the edges; it does not also test them
         missing = [e for e in self.edges if e not in canary or (baseline is not None and e not in baseline)]
@@ -542,6 +572,8 @@ class HistogramCheck(Check):
             self.blind(f"bucket layout changed: edge {missing[0]:g} is gone")
             self.polls -= 1
             return
+        if self.shift is not None and baseline is not None:
+            self.shift.update(canary, baseline, self._shift_phi())
         for edge, stream in zip(self.edges, self.streams, strict=True):
             slow_c = canary[math.inf] - canary[edge]
             if two_sample:
@@ -551,10 +583,41 @@ class HistogramCheck(Check):
                 )
             else:
                 stream.update(slow_c, canary[math.inf])
-        self._note_failure(
-            self._log_mean([s.log_e_value for s in self.streams]),
-            self._log_mean([s.log_detector for s in self.streams]),
-        )
+        self._note_failure(self.log_e_value, self.log_detector)
+
+    @property
+    def log_e_value(self) -> float:
+        """Half the weight on the shift stream, half shared by the edges (a weighted average of
+        e-processes is one); the edges alone without a shift stream."""
+        edges = self._log_mean([s.log_e_value for s in self.streams])
+        if self.shift is None:
+            return edges
+        return self._log_mean([self.shift.log_e_value, edges])
+
+    @property
+    def log_detector(self) -> float:
+        edges = self._log_mean([s.log_detector for s in self.streams])
+        if self.shift is None:
+            return edges
+        return self._log_mean([self.shift.log_detector, edges])
+
+    def _shift_phi(self) -> float:
+        """The dispersion the shift stream judges a poll with: the largest of the edges' (before
+        they learn from the poll), among the edges whose dispersion the history measured. An edge
+        the history had no slow request at has only the assumed, cautious one, which would slow
+        the whole stream for want of data rather than because of any burst."""
+        measured = (self.reference or {}).get("dispersion") or []
+        phis = [s.phi for s, m in zip(self.streams, measured, strict=False) if m is not None]
+        return max(phis or [s.phi for s in self.streams])
+
+    def _start_shift(self, buckets: Buckets) -> None:
+        """The shift stream, for "slower is worse" against a concurrent baseline, from the
+        baseline's buckets before the deploy (or the first poll's)."""
+        if self.config.compare != "baseline" or self.config.direction != "increase":
+            return
+        bounds = sorted(le for le in buckets if math.isfinite(le) and le > 0)
+        if bounds and buckets[math.inf] > 0:
+            self.shift = ShiftStream(bounds, [buckets[b] for b in bounds] + [buckets[math.inf]])
 
     @staticmethod
     def _log_mean(values: list[float]) -> float:
@@ -590,7 +653,7 @@ class HistogramCheck(Check):
             if two_sample:
                 entry["baseline"] = {"slower": bad_b, "total": total_b}
             per_edge.append(entry)
-        e = math.exp(min(700.0, self._log_mean([s.log_e_value for s in self.streams])))
+        e = math.exp(min(700.0, self.log_e_value))
         stats_: dict[str, Any] = {
             "type": self.kind,
             "compare": self.config.compare,
@@ -606,6 +669,11 @@ class HistogramCheck(Check):
             "queries": self.queries,
             "reference": self.reference,
         }
+        if self.shift is not None:
+            stats_["shift"] = {
+                "e_value": math.exp(min(700.0, self.shift.log_e_value)),
+                "scale": self.shift.scale_estimate(),
+            }
         if self.failed_at_poll is not None:
             stats_["failed_by"] = self.failed_by
         name = self.config.name
@@ -627,12 +695,24 @@ class HistogramCheck(Check):
         return CheckReport(name=name, verdict=verdict, summary=summary, statistics=stats_)
 
     def to_state(self) -> dict[str, Any]:
-        return {**self._base_state(), "edges": self.edges, "streams": [s.to_state() for s in self.streams]}
+        return {
+            **self._base_state(),
+            "edges": self.edges,
+            "shares": self.shares,
+            "streams": [s.to_state() for s in self.streams],
+            "shift": self.shift.to_state() if self.shift is not None else None,
+        }
 
     def load_state(self, state: dict[str, Any]) -> None:
         self._load_base(state)
         self.edges = [float(e) for e in state.get("edges", self.edges)]
-        self.streams = [self._stream() for _ in self.edges]
+        saved_shares = state.get("shares")
+        if not isinstance(saved_shares, list) or len(saved_shares) != len(self.edges):
+            saved_shares = [None] * len(self.edges)  # a state from before edges had shares
+        self.shares = [float(v) if v is not None else None for v in saved_shares]
+        self.streams = [self._stream(share) for share in self.shares]
+        shift = state.get("shift")
+        self.shift = ShiftStream.from_state(shift) if isinstance(shift, dict) else None
         for stream, saved in zip(self.streams, state.get("streams", []), strict=False):
             stream.load_state(saved)
 

@@ -5,7 +5,7 @@ inequality bounds P(sup_t E_t >= 1/a) <= a, so the watchdog may look after every
 still roll back a healthy deploy with probability at most ``a``.
 
 Both tests here are mixtures of likelihood ratios over a fixed grid of alternatives with fixed
-weights (see ``_WORSE``). For an alternative on the bad side of the null, each per-interval
+weights (see ``SPAN``). For an alternative on the bad side of the null, each per-interval
 likelihood ratio has expectation exactly 1 at the boundary of the null and below 1 inside it (its
 expectation is linear in the true parameter with the sign of the alternative), so every grid
 product is a supermartingale under the whole composite null, and so is their weighted average.
@@ -25,6 +25,7 @@ Beside the e-process from the deploy's start, each test keeps:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -40,10 +41,21 @@ from scipy.special import gammaincinv
 # the mixture's extra cost is about the same at every effect in the range (close to 1.3x an oracle
 # that knows the effect, its best possible). Two light alternatives at x10 and x20 keep a broken
 # release's first poll decisive: that much evidence clears even their higher bar at once.
-_CORE = np.exp(np.exp(np.linspace(math.log(math.log(1.15)), math.log(math.log(6.0)), 14)))
-_WORSE = np.concatenate([_CORE, [10.0, 20.0]])
-_WEIGHTS = np.concatenate([np.ones(14), [0.3, 0.3]])
-_WEIGHTS /= _WEIGHTS.sum()
+SPAN = (1.15, 6.0)
+"""The range of ratios that carries the mixture's weight, unless a stream is given its own."""
+
+
+@functools.cache
+def _alternatives(
+    span: tuple[float, float], limit: float
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    low, high = span
+    core = np.exp(np.exp(np.linspace(math.log(math.log(low)), math.log(math.log(high)), 14)))
+    light = [r for r in (10.0, 20.0) if high * 1.2 < r <= limit]
+    weights = np.concatenate([np.ones(14), np.full(len(light), 0.3)])
+    return np.concatenate([core, light]), np.log(weights / weights.sum())
+
+
 # Where the confidence sequence for the effect is evaluated: ratios from 1/50 to 50.
 _EFFECTS = np.exp(np.linspace(math.log(1 / 50), math.log(50.0), 241))
 _LOG_EFFECTS = np.log(_EFFECTS)
@@ -72,13 +84,17 @@ def _finite_population(bad: float, total: float) -> float:
     return max(0.5, min(1.0, (total - bad) / (total - 1)))
 
 
-def grid(direction: str) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """The alternative ratios for a direction and the log of their weights (summing to 1)."""
+def grid(
+    direction: str, span: tuple[float, float] = SPAN, limit: float = math.inf
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """The alternative ratios for a direction and the log of their weights (summing to 1); the
+    light ones beyond ``span`` only up to ``limit``."""
+    worse, log_weights = _alternatives(span, limit)
     if direction == "increase":
-        return _WORSE.copy(), np.log(_WEIGHTS)
+        return worse.copy(), log_weights.copy()
     if direction == "decrease":
-        return 1.0 / _WORSE, np.log(_WEIGHTS)
-    return np.concatenate([1.0 / _WORSE, _WORSE]), np.log(np.concatenate([_WEIGHTS, _WEIGHTS]) / 2)
+        return 1.0 / worse, log_weights.copy()
+    return np.concatenate([1.0 / worse, worse]), np.concatenate([log_weights, log_weights]) - math.log(2)
 
 
 def log_mix(values: NDArray[np.float64], log_weights: NDArray[np.float64]) -> float:
@@ -108,15 +124,23 @@ class CountStream:
     """
 
     def __init__(
-        self, direction: str = "increase", objective: float | None = None, *, dispersion: bool = True
+        self,
+        direction: str = "increase",
+        objective: float | None = None,
+        *,
+        dispersion: bool = True,
+        span: tuple[float, float] = SPAN,
+        limit: float = math.inf,
     ) -> None:
-        """``dispersion=False`` treats counts as exactly binomial (for tests of the closed forms)."""
+        """``dispersion=False`` treats counts as exactly binomial (for tests of the closed forms);
+        ``span`` moves the mixture's weight (see :data:`SPAN`), and no alternative beyond it
+        exceeds ``limit``."""
         if objective is not None and not 0 < objective < 1:
             raise ValueError("objective must lie strictly between 0 and 1")
         self.direction = direction
         self.objective = objective
         self.dispersion = dispersion
-        ratios, log_weights = grid(direction)
+        ratios, log_weights = grid(direction, span, limit)
         if objective is None:
             self.alt = ratios
             self._log_alt = np.log(ratios)
