@@ -346,3 +346,33 @@ def test_an_edge_bets_only_on_ratios_its_share_allows_and_keeps_them_after_a_res
     assert resumed.shares == check.shares
     for a, b in zip(resumed.streams, check.streams, strict=True):
         assert np.array_equal(a.alt, b.alt) and a.log_e_value == b.log_e_value
+
+
+def test_histogram_compare_before_tests_each_edge_against_its_share_before_the_deploy() -> None:
+    """compare: before: each edge's share of slower requests before the deploy (at the upper bound
+    of its interval) is the objective of a one-sample test. The same latencies pass, twice as slow
+    fail, no history leaves the check blind, and a restart keeps the objectives."""
+    rng = np.random.default_rng(25)
+    history = [buckets(rng, 600, 0.1) for _ in range(60)]
+    config = check_config(type="histogram", compare="before")
+    same = HistogramCheck(config, 0.01, 30)
+    same.set_reference(history)
+    assert same.edges and all(o is not None and 0 < o < 1 for o in same.objectives)
+    assert same.alpha == pytest.approx(0.01 * 0.8) and same.shift is None
+    for _ in range(30):
+        same.observe(buckets(rng, 400, 0.1), None)
+    same.finish()
+    assert same.verdict(final=True) is Verdict.PASS
+    slower = HistogramCheck(config, 0.01, 30)
+    slower.set_reference(history)
+    for _ in range(10):
+        slower.observe(buckets(rng, 400, 0.2), None)
+    assert slower.verdict(final=False) is Verdict.FAIL
+    assert "before the deploy" in slower.report().summary
+    resumed = HistogramCheck(config, 0.01, 30)
+    resumed.load_state(slower.to_state())
+    assert resumed.objectives == slower.objectives
+    blind = HistogramCheck(config, 0.01, 30)
+    blind.set_reference(None)
+    blind.observe(buckets(rng, 400, 0.2), None)
+    assert blind.blind_polls == 1 and "no data to compare with" in blind.last_problem

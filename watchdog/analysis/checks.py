@@ -474,15 +474,22 @@ class HistogramCheck(Check):
 
     def __init__(self, config: CheckConfig, alpha: float, total_polls: int) -> None:
         super().__init__(config, alpha, total_polls)
+        self.alpha_reference = alpha * REFERENCE_SHARE
+        if config.compare == "before":
+            self._set_alpha(alpha * (1 - REFERENCE_SHARE))
         self.edges: list[float] = list(config.edges or [])
         self.shares: list[float | None] = [None for _ in self.edges]
-        self.streams: list[CountStream] = [self._stream(None) for _ in self.edges]
+        self.objectives: list[float | None] = [None for _ in self.edges]
+        self.streams: list[CountStream] = [self._stream(None, None) for _ in self.edges]
         self.shift: ShiftStream | None = None
 
-    def _stream(self, share: float | None) -> CountStream:
+    def _stream(self, share: float | None, reference: float | None) -> CountStream:
         """A stream for an edge that ``share`` of the baseline's requests are slower than (None:
-        not known yet). Only "slower is worse" bets by the share: a share can shrink to nothing."""
-        objective = self.config.objective if self.config.compare == "slo" else None
+        not known yet). Only "slower is worse" bets by the share: a share can shrink to nothing.
+        ``reference``: compare: before, the edge's share before the deploy at the bound of its
+        interval that protects against false rollbacks."""
+        compare = self.config.compare
+        objective = self.config.objective if compare == "slo" else reference if compare == "before" else None
         if objective is None and share is not None and share > 0 and self.config.direction == "increase":
             stream = CountStream(self.config.direction, span=edge_span(share), limit=1 / share)
         else:
@@ -544,11 +551,21 @@ class HistogramCheck(Check):
         self.reference["edges"] = chosen
 
     def _set_edges(self, edges: list[float], buckets: Buckets) -> None:
-        """Fresh streams for ``edges``, each betting on the effects its baseline share allows."""
+        """Fresh streams for ``edges``, each betting on the effects its baseline share allows, or
+        (compare: before) testing against the share it had before the deploy."""
         total = buckets[math.inf]
         self.edges = list(edges)
         self.shares = [(total - buckets[e]) / total if e in buckets and total > 0 else None for e in edges]
-        self.streams = [self._stream(share) for share in self.shares]
+        self.objectives = [None for _ in edges]
+        if self.config.compare == "before":
+            share_alpha = self.alpha_reference / max(1, len(edges))
+            self.objectives = [
+                reference_objective(total - buckets[e], total, share_alpha, self.config.direction)
+                if e in buckets
+                else None
+                for e in edges
+            ]
+        self.streams = [self._stream(*pair) for pair in zip(self.shares, self.objectives, strict=True)]
 
     def observe(self, canary: Buckets, baseline: Buckets | None) -> None:
         self.polls += 1
@@ -558,6 +575,9 @@ class HistogramCheck(Check):
             problem = "no baseline buckets"
         if problem is not None:
             self.blind(problem, counted=False)
+            return
+        if self.config.compare == "before" and (not self.edges or None in self.objectives):
+            self.blind("the window before the deploy had no data to compare with", counted=False)
             return
         if not self.edges:
             source = baseline if baseline is not None else canary
@@ -641,7 +661,7 @@ class HistogramCheck(Check):
         verdict = self.verdict(final=final)
         two_sample = self.config.compare == "baseline"
         per_edge = []
-        for edge, s in zip(self.edges, self.streams, strict=True):
+        for edge, s, objective in zip(self.edges, self.streams, self.objectives, strict=True):
             bad_c, total_c, bad_b, total_b = (float(x) for x in s.counts)
             entry: dict[str, Any] = {
                 "edge": edge,
@@ -652,6 +672,8 @@ class HistogramCheck(Check):
             }
             if two_sample:
                 entry["baseline"] = {"slower": bad_b, "total": total_b}
+            elif objective is not None:
+                entry["before_share"] = objective
             per_edge.append(entry)
         e = math.exp(min(700.0, self.log_e_value))
         stats_: dict[str, Any] = {
@@ -685,6 +707,8 @@ class HistogramCheck(Check):
             if two_sample:
                 b = worst["baseline"]
                 numbers += f" vs {_pct(b['slower'], b['total'])}"
+            elif "before_share" in worst:
+                numbers += f" vs at most {100 * worst['before_share']:.2f} % before the deploy"
             numbers += f" on {_count(c['total'])} requests"
         if verdict is Verdict.INCONCLUSIVE or not numbers or (self.polls and self.blind_polls == self.polls):
             summary = self._blind_summary(numbers)
@@ -699,6 +723,7 @@ class HistogramCheck(Check):
             **self._base_state(),
             "edges": self.edges,
             "shares": self.shares,
+            "objectives": self.objectives,
             "streams": [s.to_state() for s in self.streams],
             "shift": self.shift.to_state() if self.shift is not None else None,
         }
@@ -710,7 +735,11 @@ class HistogramCheck(Check):
         if not isinstance(saved_shares, list) or len(saved_shares) != len(self.edges):
             saved_shares = [None] * len(self.edges)  # a state from before edges had shares
         self.shares = [float(v) if v is not None else None for v in saved_shares]
-        self.streams = [self._stream(share) for share in self.shares]
+        saved_objectives = state.get("objectives")
+        if not isinstance(saved_objectives, list) or len(saved_objectives) != len(self.edges):
+            saved_objectives = [None] * len(self.edges)
+        self.objectives = [float(v) if v is not None else None for v in saved_objectives]
+        self.streams = [self._stream(*pair) for pair in zip(self.shares, self.objectives, strict=True)]
         shift = state.get("shift")
         self.shift = ShiftStream.from_state(shift) if isinstance(shift, dict) else None
         for stream, saved in zip(self.streams, state.get("streams", []), strict=False):
