@@ -224,7 +224,9 @@ class CheckConfig(_Section):
     direction: Literal["increase", "decrease", "both"] = "increase"
     """Which change is bad. Error ratios and latency get worse upward, hence the default."""
     before_window: Duration = 3600.0
-    """compare: before: how far back before the deploy the reference window reaches. 1h by default."""
+    """How far back before the deploy a check reads history, one query per poll interval and at
+    most 60 of them: the reference rate (compare: before), dispersion factors, a histogram's edges
+    and latency distribution. 1h by default."""
     min_requests: int = Field(default=0, ge=0)
     """Total events (both arms) below which the check is not judged yet (too little traffic)."""
     dry_run: bool = False
