@@ -716,6 +716,9 @@ class HistogramCheck(Check):
             summary = f"{numbers}; end-of-bake test p = {self.end_p:.2g} below {self.end_alpha:.2g}"
         else:
             summary = f"{numbers}; evidence {_evidence(e)} against a threshold of {_evidence(self.threshold)}"
+            if self.shift is not None and self.shift.intervals and self.shift.log_e_value > 0:
+                # the whole-distribution test found the canary slower: say by how much
+                summary += f"; latencies about x{self.shift.scale_estimate():.2f} the baseline's"
         return CheckReport(name=name, verdict=verdict, summary=summary, statistics=stats_)
 
     def to_state(self) -> dict[str, Any]:
