@@ -144,6 +144,48 @@ def test_gauge_msprt_catches_a_cpu_increase_and_leaves_noise_alone() -> None:
     assert alarms <= 3
 
 
+def test_gauge_noise_correlated_from_poll_to_poll_stays_near_alpha() -> None:
+    """AR(1) noise with r = 0.7 between 30 s polls (a CPU that drifts): 300 seeded healthy runs of
+    60 polls with 2-minute blocks roll back no more often than alpha allows (its binomial 99 %
+    bound), and at most one in the first 30 polls, when a variance from a handful of block means
+    alone would still miss the correlation; a clear increase is still caught in most runs."""
+    rng = np.random.default_rng(26)
+
+    def run(shift: float) -> int | None:
+        check = GaugeCheck(check_config(type="gauge"), 0.01, 60, 30.0)
+        noise = 0.0
+        for t in range(60):
+            noise = 0.7 * noise + rng.normal(0, 0.05) * math.sqrt(1 - 0.49)
+            check.observe(0.4 + shift + noise, 0.4)
+            if t == 59:
+                check.finish()
+            if check.verdict(final=t == 59) is Verdict.FAIL:
+                return t + 1
+        return None
+
+    alarms = [at for at in (run(0.0) for _ in range(300)) if at is not None]
+    assert len(alarms) <= stats.binom.ppf(0.99, 300, 0.01)
+    assert sum(at <= 30 for at in alarms) <= 1
+    assert sum(run(0.1) is not None for _ in range(20)) >= 18
+
+
+def test_gauge_variance_rests_on_the_polls_not_only_on_a_handful_of_blocks() -> None:
+    """After six 2-minute blocks of independent noise, the long-run variance of a block mean is
+    estimated from the 24 polls as well as from the six means: over 200 seeded runs its 10th
+    percentile is at least 0.7 of the truth (six block means alone give about 0.5), so a lucky
+    quiet start does not turn into false evidence."""
+    rng = np.random.default_rng(27)
+    estimates = []
+    for _ in range(200):
+        check = GaugeCheck(check_config(type="gauge"), 0.01, 60, 30.0)
+        for _ in range(24):
+            check.observe(0.4 + rng.normal(0, 0.05), 0.4)
+        estimates.append(check._long_run_variance())
+    truth = 0.05**2 / 4
+    assert np.quantile(estimates, 0.1) >= 0.7 * truth
+    assert np.median(estimates) <= 1.6 * truth
+
+
 def test_gauge_mann_whitney_is_judged_once_at_the_end_like_kayenta() -> None:
     rng = np.random.default_rng(6)
     check = GaugeCheck(check_config(type="gauge", test="mann-whitney"), 0.01, 30, 30.0)
