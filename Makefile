@@ -1,6 +1,7 @@
 # The two commands a newcomer needs (README "Quick start"):
 #   make demo   set up a virtualenv and run the one-minute demo (needs nothing else on the machine)
-#   make test   install what the tests need (Python packages; Debian's prometheus, openssh-server)
+#   make test   install what the tests need (Python packages; Debian's prometheus, openssh-server,
+#               curl, jq, openssl)
 #               and run ruff, mypy and pytest; the tests start every server they use (Prometheus,
 #               sshd, moto's server, local stand-ins) on loopback
 #
@@ -10,9 +11,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Debian packages the tests run for real: a Prometheus server, systemd-analyze for the unit file,
-# an OpenSSH server for the ssh rollback adapter.
-DEB_PACKAGES := prometheus systemd openssh-server
-DEB_BINARIES := /usr/bin/prometheus /usr/bin/systemd-analyze /usr/sbin/sshd
+# an OpenSSH server for the ssh rollback adapter, and curl, jq and openssl, which the shipped CI
+# snippets (config/ci/) sign their events with.
+DEB_PACKAGES := prometheus systemd openssh-server curl jq openssl
+DEB_BINARIES := /usr/bin/prometheus /usr/bin/systemd-analyze /usr/sbin/sshd /usr/bin/curl /usr/bin/jq /usr/bin/openssl
 
 .PHONY: demo test lint typecheck pytest venv system-deps schema clean
 
