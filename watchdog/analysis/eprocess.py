@@ -59,7 +59,8 @@ def _alternatives(
 # Where the confidence sequence for the effect is evaluated: ratios from 1/50 to 50.
 _EFFECTS = np.exp(np.linspace(math.log(1 / 50), math.log(50.0), 241))
 _LOG_EFFECTS = np.log(_EFFECTS)
-_LOG_FLOOR = -700.0
+LOG_FLOOR = -700.0
+"""Where log e-values stop falling: below it nothing is left to recover from, and exp() underflows."""
 _MAX, _SUM = np.maximum.reduce, np.add.reduce
 # chi-square 5 % quantiles by degrees of freedom, for the dispersion factor's upper bound
 _CHI2_LOW = 2 * gammaincinv(np.arange(1, 1001) / 2, 0.05)
@@ -82,6 +83,17 @@ def _finite_population(bad: float, total: float) -> float:
     if total <= 1:
         return 1.0
     return max(0.5, min(1.0, (total - bad) / (total - 1)))
+
+
+def accumulate(log_e: NDArray[np.float64], log_sr: NDArray[np.float64], log_lr: NDArray[np.float64]) -> None:
+    """One interval's log likelihood ratios, per alternative, into the products since the start
+    (``log_e``) and the Shiryaev-Roberts statistics R_t = (1 + R_{t-1}) * LR_t (``log_sr``), in
+    place."""
+    log_e += log_lr
+    np.maximum(log_e, LOG_FLOOR, out=log_e)
+    np.logaddexp(log_sr, 0.0, out=log_sr)
+    log_sr += log_lr
+    np.maximum(log_sr, LOG_FLOOR, out=log_sr)
 
 
 def grid(
@@ -157,7 +169,7 @@ class CountStream:
         self._log_weights = log_weights
         self.log_e = np.zeros_like(self.alt)  # mixture components since the start
         # Shiryaev-Roberts per alternative: R_t = (1 + R_{t-1}) * LR_t, from R_0 = 0
-        self.log_sr = np.full_like(self.alt, _LOG_FLOOR)
+        self.log_sr = np.full_like(self.alt, LOG_FLOOR)
         # The confidence sequence's prequential log-likelihood ratios, per effect value, are summed
         # from per-interval terms only when read (see `cs`): replay reads them once per recording.
         self._cs_base = np.zeros_like(_EFFECTS)
@@ -235,14 +247,15 @@ class CountStream:
         if total_c <= 0 or total_b <= 0 or bad_c + bad_b <= 0:
             return
         self.intervals += 1
-        if math.isinf(phi):  # no dispersion estimate yet: this interval only teaches one
-            self._learn_split(bad_c, bad_b, total_c, total_b, rho_hat)
-            return
         # Given both versions' totals, the canary's share of the bad events is hypergeometric, not
         # binomial: its variance is smaller by the finite-population factor, which matters once bad
         # events are no longer rare (a histogram edge near the median). Counting each event as
         # 1/factor of one recovers that information; the floor keeps the approximation honest.
-        scale = phi * _finite_population(bad_c + bad_b, total_c + total_b) if self.dispersion else 1.0
+        factor = _finite_population(bad_c + bad_b, total_c + total_b) if self.dispersion else 1.0
+        if math.isinf(phi):  # no dispersion estimate yet: this interval only teaches one
+            self._learn_split(bad_c, bad_b, total_c, total_b, factor)
+            return
+        scale = phi * factor
         x_c, x_b = bad_c / scale, bad_b / scale
         x = x_c + x_b
         theta0 = total_c / (total_c + total_b)
@@ -260,15 +273,14 @@ class CountStream:
         # fixed-horizon score test and the split's dispersion around the fitted effect
         self.score[0] += x_c - x * theta0
         self.score[1] += x * theta0 * (1 - theta0)
-        self._learn_split(bad_c, bad_b, total_c, total_b, rho_hat)
+        self._learn_split(bad_c, bad_b, total_c, total_b, factor)
 
-    def _learn_split(
-        self, bad_c: float, bad_b: float, total_c: float, total_b: float, rho_hat: float
-    ) -> None:
+    def _learn_split(self, bad_c: float, bad_b: float, total_c: float, total_b: float, factor: float) -> None:
         """This interval's Pearson residual of the canary's share around the effect fitted to all
         intervals so far, this one included (the estimate from before it may be far off on the
-        first intervals of a large regression, and that would read as dispersion). Fitting the
-        effect costs a degree of freedom: the first interval adds none."""
+        first intervals of a large regression, and that would read as dispersion), against the
+        variance the test assumes (``factor``: the finite-population one). Fitting the effect
+        costs a degree of freedom: the first interval adds none."""
         n = bad_c + bad_b
         if n < 1:
             return
@@ -277,7 +289,6 @@ class CountStream:
             return
         rho_now = self.effect_estimate()
         fitted = rho_now * total_c / (rho_now * total_c + total_b)
-        factor = _finite_population(n, total_c + total_b) if self.dispersion else 1.0
         self.disp[0] += (bad_c - n * fitted) ** 2 / (n * fitted * (1 - fitted) * factor)
         self.disp[1] += 1.0
 
@@ -328,11 +339,7 @@ class CountStream:
         return self._cs_base
 
     def _accumulate(self, log_lr: NDArray[np.float64]) -> None:
-        self.log_e += log_lr
-        np.maximum(self.log_e, _LOG_FLOOR, out=self.log_e)
-        np.logaddexp(self.log_sr, 0.0, out=self.log_sr)
-        self.log_sr += log_lr
-        np.maximum(self.log_sr, _LOG_FLOOR, out=self.log_sr)
+        accumulate(self.log_e, self.log_sr, log_lr)
 
     def crossed(self, log_threshold: float, log_detector_threshold: float) -> str | None:
         """Which test crossed its threshold, if any. The maximum of a mixture's components bounds

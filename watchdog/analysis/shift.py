@@ -29,9 +29,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.special import ndtr, ndtri
 
-from watchdog.analysis.eprocess import log_mix
+from watchdog.analysis.eprocess import LOG_FLOOR, accumulate, log_mix
 
-_LOG_FLOOR = -700.0
 SCALES = np.exp(np.exp(np.linspace(math.log(math.log(1.03)), math.log(math.log(4.0)), 14)))
 """Latency multipliers bet on: from 3 % slower to 4x, spaced evenly in log(log(s)) as the ratio grid
 is (see :data:`watchdog.analysis.eprocess.SPAN`), with equal weights."""
@@ -86,9 +85,10 @@ class ShiftStream:
             raise ValueError("a shift needs a positive bucket bound")
         self.bounds = [float(bounds[i]) for i in keep]
         self.reference = [float(cumulative[i]) for i in keep] + [float(cumulative[-1])]
-        self._log_rho = np.log(predicted_ratios(self.bounds, self.reference, SCALES))
+        self._rho = predicted_ratios(self.bounds, self.reference, SCALES)
+        self._log_rho = np.log(self._rho)
         self.log_e = np.zeros(SCALES.size)
-        self.log_sr = np.full(SCALES.size, _LOG_FLOOR)
+        self.log_sr = np.full(SCALES.size, LOG_FLOOR)
         self.intervals = 0
 
     def update(self, canary: dict[float, float], baseline: dict[float, float], phi: float) -> None:
@@ -106,9 +106,8 @@ class ShiftStream:
         self.intervals += 1
         x = c + b
         # canary share theta(rho) = rho*n_c / (rho*n_c + n_b) against n_c / (n_c + n_b), per bucket
-        log_lr = self._log_rho @ c + (math.log(n_c + n_b) - np.log(np.exp(self._log_rho) * n_c + n_b)) @ x
-        self.log_e = np.maximum(self.log_e + log_lr, _LOG_FLOOR)
-        self.log_sr = np.maximum(np.logaddexp(self.log_sr, 0.0) + log_lr, _LOG_FLOOR)
+        log_lr = self._log_rho @ c + (math.log(n_c + n_b) - np.log(self._rho * n_c + n_b)) @ x
+        accumulate(self.log_e, self.log_sr, log_lr)
 
     @property
     def log_e_value(self) -> float:
