@@ -461,13 +461,14 @@ def edge_span(share: float) -> tuple[float, float]:
 
 
 class HistogramCheck(Check):
-    """``type: histogram``: requests slower than K bucket edges, each edge a ratio test.
+    """``type: histogram``: requests slower than K bucket edges, each edge a ratio test, and
+    against a concurrent baseline a whole-distribution shift test (:mod:`watchdog.analysis.shift`).
 
     The edges are the configured ``edges`` (an SLO threshold), or the bucket bounds nearest the
-    baseline's p50, p90 and p99 in data the test does not use (the window before the deploy when the
-    provider has it, else the first poll, which is then left out). The check's e-value is the
-    average of the edges' e-values (an average of e-processes is one); the end-of-bake look spends
-    its share over the edges (Bonferroni).
+    baseline's p50, p90, p99 and p99.9 in data the test does not use (the window before the deploy
+    when the provider has it, else the first poll, which is then left out). The check's e-value is
+    the average of the shift stream's and of the edges' average (an average of e-processes is
+    one); the end-of-bake look spends its share over the edges (Bonferroni).
     """
 
     kind = "histogram"

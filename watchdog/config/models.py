@@ -236,7 +236,7 @@ class CheckConfig(_Section):
     most this much worse (0.1 = 10 % more errors). Unset: the check always bakes to the end."""
     edges: list[float] | None = Field(default=None, min_length=1, max_length=5)
     """histogram: bucket bounds (seconds) to count requests slower than, e.g. an SLO threshold.
-    Unset: the bounds nearest the baseline's p50, p90 and p99, chosen from data before the deploy."""
+    Unset: the bounds nearest the baseline's p50, p90, p99 and p99.9, chosen from data before the deploy."""
     block: Duration = 120.0
     """gauge: length of the blocks whose means are tested. Gauges are autocorrelated from poll to
     poll; means over 2 minutes are close to independent for most resource metrics."""
