@@ -14,7 +14,7 @@ gets the (possibly empty) ``sources.<name>`` mapping as settings.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Final
@@ -47,14 +47,49 @@ class AdapterContext:
     clock: Clock
 
 
-@dataclass(frozen=True, slots=True)
 class Adapter:
-    """One registered adapter class and the distribution that shipped it."""
+    """One registered adapter and the distribution that shipped it.
 
-    kind: str
-    name: str
-    factory: Any
-    distribution: str
+    The adapter's module is imported on first use, not at registration: a daemon that watches
+    Prometheus need not import the AWS and Kubernetes SDKs (about two seconds of start-up, paid by
+    every CLI call and every restart), and a broken third-party package that the config does not
+    name cannot take the daemon down. A module that fails to import, or that lacks the adapter
+    interface, is a ConfigError naming the entry and its package wherever it is first used."""
+
+    __slots__ = ("_factory", "_load", "distribution", "kind", "name")
+
+    def __init__(
+        self,
+        kind: str,
+        name: str,
+        distribution: str,
+        factory: Any = None,
+        load: Callable[[], Any] | None = None,
+    ) -> None:
+        if (factory is None) == (load is None):
+            raise ValueError("an Adapter takes either its factory or a function that loads it")
+        self.kind = kind
+        self.name = name
+        self.distribution = distribution
+        self._factory = factory
+        self._load = load
+
+    def __repr__(self) -> str:
+        return f"Adapter({self.kind}.{self.name} from {self.distribution})"
+
+    @property
+    def factory(self) -> Any:
+        if self._factory is None:
+            assert self._load is not None
+            entry = f"adapter {self.kind}.{self.name} from {self.distribution}"
+            try:
+                factory = self._load()
+            except Exception as exc:  # a broken third-party package: an error naming it, not a traceback
+                raise ConfigError([f"{entry} failed to load: {exc}"]) from exc
+            if not hasattr(factory, "Settings") or not hasattr(factory, "from_settings"):
+                raise ConfigError([f"{entry} has no Settings model or from_settings() classmethod"])
+            self._factory = factory
+        return self._factory
 
     @property
     def settings_model(self) -> type[BaseModel]:
@@ -111,12 +146,4 @@ class PluginRegistry:
 def _adapter_from_entry_point(ep: EntryPoint) -> Adapter:
     kind, _, type_ = ep.name.partition(".")
     dist = ep.dist.name if ep.dist is not None else "<unknown distribution>"
-    try:
-        factory = ep.load()
-    except Exception as exc:  # a broken third-party package must not take the daemon down silently
-        raise ConfigError([f"adapter {ep.name} from {dist} failed to load: {exc}"]) from exc
-    if not hasattr(factory, "Settings") or not hasattr(factory, "from_settings"):
-        raise ConfigError(
-            [f"adapter {ep.name} from {dist} has no Settings model or from_settings() classmethod"]
-        )
-    return Adapter(kind=kind, name=type_, factory=factory, distribution=dist)
+    return Adapter(kind=kind, name=type_, distribution=dist, load=ep.load)

@@ -159,18 +159,61 @@ def test_from_entry_points_duplicate_names_both_distributions(monkeypatch: pytes
 
 
 def test_from_entry_points_adapter_that_fails_to_import(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A broken third-party adapter is a ConfigError naming the entry and its package, not a traceback."""
+    """A broken third-party adapter is a ConfigError naming the entry and its package, not a
+    traceback, once something uses it."""
     with_entry_points(
         monkeypatch,
         FakeEntryPoint(
             "metrics.broken", ModuleNotFoundError("No module named 'acme_sdk'"), FakeDist("acme-broken")
         ),
     )
+    adapter = PluginRegistry.from_entry_points().find("metrics", "broken")
+    assert adapter is not None
     with pytest.raises(ConfigError) as caught:
-        PluginRegistry.from_entry_points()
+        _ = adapter.settings_model
     (problem,) = caught.value.problems
     assert problem.startswith("adapter metrics.broken from acme-broken failed to load: ")
     assert "acme_sdk" in problem
+
+
+def test_a_config_naming_a_broken_adapter_is_refused_at_its_type(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The load failure surfaces as a config problem with the file and line of the provider."""
+    with_entry_points(
+        monkeypatch,
+        FakeEntryPoint(
+            "metrics.broken", ModuleNotFoundError("No module named 'acme_sdk'"), FakeDist("acme-broken")
+        ),
+    )
+    text = "providers:\n  prom:\n    type: broken\n    endpoint: http://127.0.0.1:9\n"
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(text, "w.yaml", PluginRegistry.from_entry_points(), environ={})
+    (problem,) = caught.value.problems
+    assert problem.startswith("w.yaml:3: providers.prom.type: adapter metrics.broken from acme-broken failed")
+
+
+def test_an_unused_broken_adapter_does_not_stop_the_daemon(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Adapters are imported on first use: a broken package that the config does not name is never
+    imported, and the adapters the config names load as usual."""
+    loaded: list[str] = []
+
+    class Recording(FakeEntryPoint):
+        def load(self) -> Any:
+            loaded.append(self.name)
+            return super().load()
+
+    with_entry_points(
+        monkeypatch,
+        Recording(
+            "metrics.broken", ModuleNotFoundError("No module named 'acme_sdk'"), FakeDist("acme-broken")
+        ),
+        Recording("metrics.fake", FakeMetrics, FakeDist("acme")),
+    )
+    registry = PluginRegistry.from_entry_points()
+    assert loaded == [] and registry.types("metrics") == ["broken", "fake"]
+    text = "providers:\n  prom:\n    type: fake\n    endpoint: http://127.0.0.1:9\n"
+    config = load_config_text(text, "w.yaml", registry, environ={})
+    assert loaded == ["metrics.fake"]
+    assert config.adapter_settings[("providers", "prom")].model_dump() == {"endpoint": "http://127.0.0.1:9"}
 
 
 def test_from_entry_points_refuses_an_object_without_the_adapter_interface(
@@ -178,8 +221,10 @@ def test_from_entry_points_refuses_an_object_without_the_adapter_interface(
 ) -> None:
     """An entry point whose object lacks Settings or from_settings is refused clearly."""
     with_entry_points(monkeypatch, FakeEntryPoint("notify.odd", object, None))
+    adapter = PluginRegistry.from_entry_points().find("notify", "odd")
+    assert adapter is not None
     with pytest.raises(ConfigError) as caught:
-        PluginRegistry.from_entry_points()
+        adapter.build("odd", FakeMetrics.Settings(endpoint="x"), None)  # type: ignore[arg-type]
     assert caught.value.problems == [
         "adapter notify.odd from <unknown distribution> has no Settings model or from_settings() classmethod"
     ]

@@ -111,9 +111,12 @@ def load_config_text(
                 loc: Location = (section, adapter_name, "type")
                 problems.append(f"{where(loc)}: {registry.unknown_type_message(kind, entry.type)}")
                 continue
-            built, errors = _validate(
-                adapter.settings_model, entry.settings, (section, adapter_name), interpolator
-            )
+            try:  # the adapter's module is imported here, on first use
+                model = adapter.settings_model
+            except ConfigError as exc:
+                problems.extend(f"{where((section, adapter_name, 'type'))}: {p}" for p in exc.problems)
+                continue
+            built, errors = _validate(model, entry.settings, (section, adapter_name), interpolator)
             if built is None:
                 problems.extend(f"{where(loc)}: {msg}" for loc, msg in errors)
             else:
