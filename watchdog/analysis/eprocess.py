@@ -85,15 +85,23 @@ def _finite_population(bad: float, total: float) -> float:
     return max(0.5, min(1.0, (total - bad) / (total - 1)))
 
 
-def accumulate(log_e: NDArray[np.float64], log_sr: NDArray[np.float64], log_lr: NDArray[np.float64]) -> None:
+def evidence(size: int) -> NDArray[np.float64]:
+    """A fresh (2, size) array: row 0 the log products since the start (0), row 1 the log
+    Shiryaev-Roberts statistics (R_0 = 0). One array, so that a poll updates both in four vector
+    operations instead of six; streams keep their rows as ``log_e`` and ``log_sr`` views."""
+    both = np.zeros((2, size))
+    both[1] = LOG_FLOOR
+    return both
+
+
+def accumulate(both: NDArray[np.float64], log_lr: NDArray[np.float64]) -> None:
     """One interval's log likelihood ratios, per alternative, into the products since the start
-    (``log_e``) and the Shiryaev-Roberts statistics R_t = (1 + R_{t-1}) * LR_t (``log_sr``), in
-    place."""
-    log_e += log_lr
-    np.maximum(log_e, LOG_FLOOR, out=log_e)
-    np.logaddexp(log_sr, 0.0, out=log_sr)
-    log_sr += log_lr
-    np.maximum(log_sr, LOG_FLOOR, out=log_sr)
+    (row 0 of :func:`evidence`'s array) and the Shiryaev-Roberts statistics
+    R_t = (1 + R_{t-1}) * LR_t (row 1), in place."""
+    sr = both[1]
+    np.logaddexp(sr, 0.0, out=sr)
+    both += log_lr
+    np.maximum(both, LOG_FLOOR, out=both)
 
 
 def grid(
@@ -156,6 +164,7 @@ class CountStream:
         if objective is None:
             self.alt = ratios
             self._log_alt = np.log(ratios)
+            self._alt_less_1 = ratios - 1.0
         else:
             p = np.clip(objective * ratios, 1e-12, 1 - 1e-9)
             keep = p != objective  # (only clipping can make one equal) a null alternative bets nothing
@@ -167,9 +176,10 @@ class CountStream:
             p_grid = np.clip(objective * _EFFECTS, 1e-12, 1 - 1e-9)
             self._log_p_grid, self._log_q_grid = np.log(p_grid), np.log1p(-p_grid)
         self._log_weights = log_weights
-        self.log_e = np.zeros_like(self.alt)  # mixture components since the start
+        self._evidence = evidence(self.alt.size)
+        self.log_e = self._evidence[0]  # mixture components since the start (a view: never rebind)
         # Shiryaev-Roberts per alternative: R_t = (1 + R_{t-1}) * LR_t, from R_0 = 0
-        self.log_sr = np.full_like(self.alt, LOG_FLOOR)
+        self.log_sr = self._evidence[1]
         # The confidence sequence's prequential log-likelihood ratios, per effect value, are summed
         # from per-interval terms only when read (see `cs`): replay reads them once per recording.
         self._cs_base = np.zeros_like(_EFFECTS)
@@ -260,11 +270,9 @@ class CountStream:
         x = x_c + x_b
         theta0 = total_c / (total_c + total_b)
         # With theta(r) = r*c / (r*c + b): x_c*log(theta(r)/theta0) + x_b*log((1-theta(r))/(1-theta0))
-        # = x_c*log(r) + x*(log(c + b) - log(r*c + b)): one vector logarithm per update.
-        log_lr = x_c * self._log_alt + x * (
-            math.log(total_c + total_b) - np.log(self.alt * total_c + total_b)
-        )
-        self._accumulate(log_lr)
+        # = x_c*log(r) - x*log((r*c + b) / (c + b)) = x_c*log(r) - x*log1p((r - 1)*theta0): one
+        # vector logarithm per update.
+        self._accumulate(x_c * self._log_alt - x * np.log1p(self._alt_less_1 * theta0))
         # confidence sequence: predict with the effect estimated from past intervals
         theta_hat = rho_hat * total_c / (rho_hat * total_c + total_b)
         predicted = x_c * math.log(theta_hat) + x_b * math.log1p(-theta_hat)
@@ -339,7 +347,7 @@ class CountStream:
         return self._cs_base
 
     def _accumulate(self, log_lr: NDArray[np.float64]) -> None:
-        accumulate(self.log_e, self.log_sr, log_lr)
+        accumulate(self._evidence, log_lr)
 
     def crossed(self, log_threshold: float, log_detector_threshold: float) -> str | None:
         """Which test crossed its threshold, if any. The maximum of a mixture's components bounds
@@ -421,7 +429,7 @@ class CountStream:
         for name, saved in (("log_e", "log_e"), ("log_sr", "log_sr"), ("log_sr", "log_cusum")):
             values = np.asarray(state.get(saved, []), dtype=float)
             if saved in state and values.shape == getattr(self, name).shape:
-                setattr(self, name, values)
+                getattr(self, name)[:] = values
         for name in ("counts", "score", "disp"):
             saved = state.get(name, [])
             if isinstance(saved, list) and len(saved) == len(getattr(self, name)):

@@ -29,7 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.special import ndtr, ndtri
 
-from watchdog.analysis.eprocess import LOG_FLOOR, accumulate, log_mix
+from watchdog.analysis.eprocess import accumulate, evidence, log_mix
 
 SCALES = np.exp(np.exp(np.linspace(math.log(math.log(1.03)), math.log(math.log(4.0)), 14)))
 """Latency multipliers bet on: from 3 % slower to 4x, spaced evenly in log(log(s)) as the ratio grid
@@ -87,8 +87,8 @@ class ShiftStream:
         self.reference = [float(cumulative[i]) for i in keep] + [float(cumulative[-1])]
         self._rho = predicted_ratios(self.bounds, self.reference, SCALES)
         self._log_rho = np.log(self._rho)
-        self.log_e = np.zeros(SCALES.size)
-        self.log_sr = np.full(SCALES.size, LOG_FLOOR)
+        self._evidence = evidence(SCALES.size)
+        self.log_e, self.log_sr = self._evidence  # views: never rebind them
         self.intervals = 0
 
     def update(self, canary: dict[float, float], baseline: dict[float, float], phi: float) -> None:
@@ -107,7 +107,7 @@ class ShiftStream:
         x = c + b
         # canary share theta(rho) = rho*n_c / (rho*n_c + n_b) against n_c / (n_c + n_b), per bucket
         log_lr = self._log_rho @ c + (math.log(n_c + n_b) - np.log(self._rho * n_c + n_b)) @ x
-        accumulate(self.log_e, self.log_sr, log_lr)
+        accumulate(self._evidence, log_lr)
 
     @property
     def log_e_value(self) -> float:
@@ -139,6 +139,6 @@ class ShiftStream:
         except (KeyError, TypeError, ValueError):
             return None
         if log_e.shape == stream.log_e.shape and log_sr.shape == stream.log_sr.shape:
-            stream.log_e, stream.log_sr = log_e, log_sr
+            stream.log_e[:], stream.log_sr[:] = log_e, log_sr
         stream.intervals = int(state.get("intervals", 0))
         return stream
