@@ -135,7 +135,7 @@ class RecordingProvider:
                 self._points[(check, arm)] = index
                 if arm == "before":
                     self._before.add(check)
-        self._tokens: dict[str, tuple[str, str, str | None]] = {}
+        self._plans: dict[str, tuple[dict[int, Point] | None, dict[int, Point] | None, str]] = {}
 
     def escape(self, value: str) -> str:
         return value
@@ -148,14 +148,13 @@ class RecordingProvider:
 
     def query_now(self, query: str, *, at: float, interval: float) -> list[Sample]:
         """The answer, synchronously: what the Watch calls for an immediate provider."""
-        parsed = self._tokens.get(query)
-        if parsed is None:
-            parsed = self._tokens[query] = self._parse(query)
-        check, part, arm = parsed
+        plan = self._plans.get(query)
+        if plan is None:
+            plan = self._plans[query] = self._plan(query)
+        index, before, part = plan
         t = at - self.created_at
-        if t <= TOLERANCE and check in self._before:
-            arm = "before"
-        index = self._points.get((check, arm)) if arm is not None else None
+        if t <= TOLERANCE and before is not None:
+            index = before
         if index is None:
             return []
         key = round(t * 1000)
@@ -164,7 +163,19 @@ class RecordingProvider:
             point = index.get(key - 1) or index.get(key + 1)
             if point is None or abs(point[0] - t) > TOLERANCE:
                 return []
-        return samples(point[1], part)
+        value = point[1]
+        if type(value) is dict and part in _RATIO_PARTS:  # the common case, inline
+            count: Any = value.get(part)
+            if type(count) in _NUMBER:
+                return [Sample(_NO_LABELS, float(count))]
+        return samples(value, part)
+
+    def _plan(self, query: str) -> tuple[dict[int, Point] | None, dict[int, Point] | None, str]:
+        """Where a query's answers are: (the named arm's points, the ``before`` points, part)."""
+        check, part, arm = self._parse(query)
+        index = self._points.get((check, arm)) if arm is not None else None
+        before = self._points.get((check, "before")) if check in self._before else None
+        return index, before, part
 
     def _parse(self, query: str) -> tuple[str, str, str | None]:
         """(check, part, arm named by the version: canary, baseline or None)."""
@@ -210,6 +221,7 @@ def samples(value: Any, part: str) -> list[Sample]:
 
 
 _NUMBER = (int, float)  # compared by exact type: JSON numbers, never bool
+_RATIO_PARTS = frozenset({"bad", "total"})
 
 
 def _is_number(value: Any) -> bool:

@@ -87,7 +87,7 @@ class Watch:
         """Bake until a verdict; None when stopped first (the deployment stays baking)."""
         d = self.deployment
         structlog.contextvars.bind_contextvars(deployment_id=d.id, service=d.service)
-        # structlog's lazy proxy assembles a logger from the configuration on every call; a poll
+        # structlog's lazy proxy assembles a logger from the configuration on every call; a Watch
         # assembles it once (context variables are still merged at each call).
         self._log = log.bind()
         start = d.created_at
@@ -101,7 +101,6 @@ class Watch:
             at = start + (self.polls + 1) * self.policy.interval
             if not await self.clock.sleep_until(at, self.stop):
                 return None
-            self._log = log.bind()
             await self.poll(at)
             final = self.polls >= self.total_polls
             decision = self.analysis.decide(final=final, explain=self.on_poll is not None)
@@ -246,7 +245,10 @@ class Watch:
         """The providers' answers to :meth:`_plan`'s queries as the check's observation."""
         provider = check.config.provider
         if isinstance(check, RatioCheck):
-            sums = [float(sum(s.value for s in got)) if got else None for got in answers]
+            sums = [
+                (float(got[0].value) if len(got) == 1 else float(sum(s.value for s in got))) if got else None
+                for got in answers
+            ]
             counts = [
                 self._ratio(arm, version, sums[2 * i], sums[2 * i + 1], provider)
                 for i, (arm, version) in enumerate(arms)
