@@ -418,3 +418,34 @@ def test_histogram_compare_before_tests_each_edge_against_its_share_before_the_d
     blind.set_reference(None)
     blind.observe(buckets(rng, 400, 0.2), None)
     assert blind.blind_polls == 1 and "no data to compare with" in blind.last_problem
+
+
+def test_ratio_check_fits_its_mixture_to_the_traffic_before_the_deploy() -> None:
+    """A service with 0.6 errors per interval: the check's mixture starts above x1.15, the span is
+    kept in the reference, and a resumed check rebuilds the same alternatives. A busy service and a
+    `direction: decrease` check keep the default span."""
+    import json
+
+    quiet = RatioCheck(check_config(), 0.01, 120)
+    quiet.set_reference([RatioCounts(0.6 if i % 5 else 0.0, 30) for i in range(60)])
+    assert quiet.reference is not None and quiet.reference["span"][0] > 1.3
+    assert quiet.stream.alt.min() == pytest.approx(quiet.reference["span"][0])
+    assert quiet.stream.prior_phi is not None  # the dispersion from before survives the rebuild
+    quiet.observe(RatioCounts(2, 30), RatioCounts(1, 30))
+    resumed = RatioCheck(check_config(), 0.01, 120)
+    resumed.load_state(json.loads(json.dumps(quiet.to_state())))
+    assert np.array_equal(resumed.stream.alt, quiet.stream.alt) and resumed.report() == quiet.report()
+
+    busy = RatioCheck(check_config(), 0.01, 60)
+    busy.set_reference([RatioCounts(30, 30000) for _ in range(60)])
+    assert "span" not in (busy.reference or {}) and busy.stream.alt.min() == pytest.approx(1.15)
+    down = RatioCheck(check_config(direction="decrease"), 0.01, 120)
+    down.set_reference([RatioCounts(0.6, 30) for _ in range(60)])
+    assert "span" not in (down.reference or {})
+
+
+def test_slo_check_fits_its_span_to_the_traffic_at_the_objective() -> None:
+    """One sample: the events that matter are the traffic times the objective."""
+    slo = RatioCheck(check_config(compare="slo", objective=0.01), 0.01, 60)
+    slo.set_reference([RatioCounts(0, 20) for _ in range(60)])  # 0.2 errors per interval at 1 %
+    assert slo.reference is not None and slo.reference["span"][0] > 1.5

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 from scipy import stats
-from scipy.special import logsumexp
+from scipy.special import logsumexp, rel_entr
 
-from watchdog.analysis.eprocess import CountStream, grid
+from watchdog.analysis.eprocess import SPAN, SPAN_FLOOR_SHARE, CountStream, bake_span, grid
 
 
 def _with_history(test: CountStream) -> CountStream:
@@ -303,3 +303,53 @@ def test_detector_is_the_weighted_shiryaev_roberts_statistic() -> None:
     resumed = CountStream(dispersion=False)
     resumed.load_state(old)
     assert math.isclose(resumed.log_detector, test.log_detector)
+
+
+def _whole_bake_evidence(ratio: float, events: float, intervals: int, *, two_sample: bool) -> float:
+    """The oracle's expected log likelihood ratio over the bake at ``ratio``, from scipy's
+    relative entropy: two samples of ``events`` bad events each under the null (the canary's share
+    of all bad events is binomial), or one sample of ``events`` expected at the objective."""
+    if two_sample:
+        share = ratio / (1 + ratio)
+        per_event = float(rel_entr(share, 0.5) + rel_entr(1 - share, 0.5))
+        return intervals * events * (1 + ratio) * per_event
+    return intervals * events * float(ratio * math.log(ratio) - ratio + 1)
+
+
+@pytest.mark.parametrize("two_sample", [True, False])
+def test_bake_span_bets_only_on_effects_the_bake_can_show(two_sample: bool) -> None:
+    """At 0.6 errors per interval an hour cannot show x1.15: the span starts where the whole bake's
+    expected evidence reaches half the threshold (checked against scipy's relative entropy), and
+    the evidence at the new floor is what the rule asks for."""
+    log_threshold = math.log(1 / (0.75 * 0.01))
+    low, high = bake_span(0.6, 120, log_threshold, two_sample=two_sample)
+    assert low > SPAN[0] and high == SPAN[1]
+    need = SPAN_FLOOR_SHARE * log_threshold
+    assert _whole_bake_evidence(low, 0.6, 120, two_sample=two_sample) == pytest.approx(need, rel=0.02)
+    assert _whole_bake_evidence(low / 1.02, 0.6, 120, two_sample=two_sample) < need
+
+
+def test_bake_span_keeps_the_default_where_small_effects_are_visible_or_nothing_is_known() -> None:
+    log_threshold = math.log(1 / (0.75 * 0.01))
+    assert bake_span(30.0, 60, log_threshold, two_sample=True) == SPAN  # 1000 req/s at 0.1 %
+    assert bake_span(0.0, 60, log_threshold, two_sample=True) == SPAN  # no errors before the deploy
+    floors = [bake_span(m, 60, log_threshold, two_sample=True)[0] for m in (0.1, 0.5, 2.0, 8.0)]
+    assert floors == sorted(floors, reverse=True)  # more traffic, smaller effects worth a bet
+    # almost no traffic: the floor moves up, and the span keeps a factor of two above it
+    low, high = bake_span(0.005, 60, log_threshold, two_sample=True)
+    assert high >= 2 * low
+
+
+def test_a_narrower_span_is_still_valid_under_the_null() -> None:
+    """The span is fixed before the canary's first interval, so the mixture stays an e-process:
+    healthy low-traffic canaries peeked at every poll cross 1/alpha no more often than alpha."""
+    rng = np.random.default_rng(21)
+    alpha, runs = 0.05, 600
+    span = bake_span(0.6, 60, math.log(1 / alpha), two_sample=True)
+    assert span[0] > 1.3
+    alarms = sum(
+        _first_crossing(_with_history(CountStream(span=span)), rng, 0.02, 0.02, 30, 30, 60, 1 / alpha)
+        is not None
+        for _ in range(runs)
+    )
+    assert _under_alpha(alarms, runs, alpha), alarms

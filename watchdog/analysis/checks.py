@@ -27,12 +27,14 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import special
 
-from watchdog.analysis.eprocess import SPAN, CountStream
+from watchdog.analysis.eprocess import SPAN, CountStream, bake_span
 from watchdog.analysis.shift import ShiftStream
 from watchdog.config.models import CheckConfig
 from watchdog.model import CheckReport, Verdict
 
 SEQUENTIAL_SHARE, DETECTOR_SHARE, END_SHARE = 0.75, 0.03, 0.22
+MIN_SPAN_INTERVALS = 10
+"""Intervals before the deploy a ratio check needs before it fits its mixture's span to them."""
 PASS_CONFIDENCE = 0.05
 """Error level of the confidence sequence behind the early pass: it passes a deploy that is in fact
 worse than its tolerance with probability at most 5 %. Not part of alpha, which bounds false
@@ -270,6 +272,10 @@ class RatioCheck(Check):
         return None
 
     def _new_stream(self) -> CountStream:
+        span = (self.reference or {}).get("span")
+        if isinstance(span, list) and len(span) == 2:
+            low, high = float(span[0]), float(span[1])
+            return CountStream(self.config.direction, self._objective(), span=(low, high))
         return CountStream(self.config.direction, self._objective())
 
     @property
@@ -302,6 +308,23 @@ class RatioCheck(Check):
             )
             self.stream = self._new_stream()
         self.stream.seed_dispersion(pearson, dof)
+        span = self._bake_span(bad, total, len(usable))
+        if span != SPAN:
+            self.reference["span"] = list(span)
+            self.stream = self._new_stream()
+            self.stream.seed_dispersion(pearson, dof)
+
+    def _bake_span(self, bad: float, total: float, intervals: int) -> tuple[float, float]:
+        """The mixture's span for the traffic before the deploy (see :func:`bake_span`); only for
+        ``direction: increase``, the side every error check bets on."""
+        objective = self._objective()
+        if self.config.direction != "increase" or intervals < MIN_SPAN_INTERVALS:
+            return SPAN
+        events = bad / intervals if objective is None else total / intervals * objective
+        phi = self.stream.prior_phi or 1.0
+        return bake_span(
+            events / phi, self.total_polls, self.log_threshold, two_sample=objective is None
+        )
 
     def observe(self, canary: RatioCounts, baseline: RatioCounts | None) -> None:
         """Feed one poll's counts. Counts that make no sense are recorded as blindness."""

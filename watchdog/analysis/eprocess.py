@@ -45,6 +45,50 @@ SPAN = (1.15, 6.0)
 """The range of ratios that carries the mixture's weight, unless a stream is given its own."""
 
 
+SPAN_FLOOR_SHARE = 0.5
+"""How much of the threshold an effect's expected evidence over the whole bake must reach for the
+mixture to bet on it (see :func:`bake_span`)."""
+
+
+def bake_span(
+    events: float, intervals: int, log_threshold: float, *, two_sample: bool, span: tuple[float, float] = SPAN
+) -> tuple[float, float]:
+    """``span`` with its lower end raised past the effects that this bake cannot detect.
+
+    A mixture pays for every alternative it bets on: at the true effect it is slower by about
+    log(1 / the weight near it). An effect whose expected evidence over the whole bake stays below
+    half the threshold is almost never detected sequentially (the end-of-bake test is there for
+    it), so weight on it only slows every other decision: a service with 0.6 errors per interval
+    cannot show x1.15 in an hour, and betting on it costs a third of the mixture's weight.
+
+    ``events``: bad events per interval and version, deflated by the dispersion factor, as the
+    window before the deploy showed them (two samples: the baseline's; one sample: the traffic
+    times the objective). It is an upper bound on what either version of a canary sees, since the
+    versions share the service's traffic, so the lower end errs toward small effects. Only data
+    from before the deploy sets it: the weights stay fixed before the test sees a canary interval,
+    as a mixture's must."""
+    low, high = span
+    if events <= 0 or intervals <= 0:
+        return span
+    need = SPAN_FLOOR_SHARE * log_threshold / (events * intervals)
+
+    def evidence_per_event(ratio: float) -> float:  # increasing in ratio > 1
+        if two_sample:  # the conditional binomial's KL per event pair, times the (1 + r) events
+            share = ratio / (1 + ratio)
+            return (1 + ratio) * (share * math.log(2 * share) + (1 - share) * math.log(2 * (1 - share)))
+        return ratio * math.log(ratio) - ratio + 1  # Poisson KL per expected event at the objective
+
+    if evidence_per_event(low) >= need:
+        return span
+    if evidence_per_event(high) < need:  # nothing in the span is detectable: the light bets still count
+        return span
+    below, above = low, high
+    for _ in range(50):  # bisection in log(ratio), to well under 0.1 %
+        middle = math.sqrt(below * above)
+        below, above = (middle, above) if evidence_per_event(middle) < need else (below, middle)
+    return above, max(high, 2 * above)
+
+
 @functools.cache
 def _alternatives(
     span: tuple[float, float], limit: float
