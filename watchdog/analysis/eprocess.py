@@ -40,7 +40,8 @@ from scipy.special import gammaincinv
 # finer steps than a large one, because its likelihood is sharper on the log scale; spaced that way
 # the mixture's extra cost is about the same at every effect in the range (close to 1.3x an oracle
 # that knows the effect, its best possible). Two light alternatives at x10 and x20 keep a broken
-# release's first poll decisive: that much evidence clears even their higher bar at once.
+# release's first poll decisive: that much evidence clears even their higher bar at once. A ratio
+# check on a quiet service raises the lower end to what its bake could show (see `bake_span`).
 SPAN = (1.15, 6.0)
 """The range of ratios that carries the mixture's weight, unless a stream is given its own."""
 
