@@ -27,7 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import special
 
-from watchdog.analysis.eprocess import SPAN, CountStream, bake_span
+from watchdog.analysis.eprocess import SPAN, CountStream, bake_span, prior_dispersion
 from watchdog.analysis.shift import ShiftStream
 from watchdog.config.models import CheckConfig
 from watchdog.model import CheckReport, Verdict
@@ -183,9 +183,9 @@ class Check:
     def _note_failure(self, e_log: float, detector_log: float) -> None:
         if self.failed_at_poll is not None:
             return
-        if e_log >= math.log(self.threshold):
+        if e_log >= self.log_threshold:
             self.failed_at_poll, self.failed_by = self.polls, "sequential"
-        elif detector_log >= math.log(self.detector_threshold):
+        elif detector_log >= self.log_detector_threshold:
             self.failed_at_poll, self.failed_by = self.polls, "late-onset detector"
 
     def _base_state(self) -> dict[str, Any]:
@@ -302,29 +302,32 @@ class RatioCheck(Check):
             "objective": None,
             "dispersion": max(1.0, pearson / dof) if dof else None,
         }
+        rebuild = False
         if self.config.compare == "before" and total > 0:
             self.reference["objective"] = reference_objective(
                 bad, total, self.alpha_reference, self.config.direction
             )
-            self.stream = self._new_stream()
-        self.stream.seed_dispersion(pearson, dof)
-        span = self._bake_span(bad, total, len(usable))
+            rebuild = True
+        span = self._bake_span(bad, total, len(usable), pearson, dof)
         if span != SPAN:
             self.reference["span"] = list(span)
+            rebuild = True
+        if rebuild:  # the objective or the span changed: the stream has seen no interval yet
             self.stream = self._new_stream()
-            self.stream.seed_dispersion(pearson, dof)
+        self.stream.seed_dispersion(pearson, dof)
 
-    def _bake_span(self, bad: float, total: float, intervals: int) -> tuple[float, float]:
-        """The mixture's span for the traffic before the deploy (see :func:`bake_span`); only for
-        ``direction: increase``, the side every error check bets on."""
+    def _bake_span(
+        self, bad: float, total: float, intervals: int, pearson: float, dof: float
+    ) -> tuple[float, float]:
+        """The mixture's span for the traffic before the deploy (see :func:`bake_span`), at the
+        dispersion factor the stream will be seeded with; only for ``direction: increase``, the
+        side every error check bets on."""
         objective = self._objective()
         if self.config.direction != "increase" or intervals < MIN_SPAN_INTERVALS:
             return SPAN
         events = bad / intervals if objective is None else total / intervals * objective
-        phi = self.stream.prior_phi or 1.0
-        return bake_span(
-            events / phi, self.total_polls, self.log_threshold, two_sample=objective is None
-        )
+        phi = prior_dispersion(pearson, dof, point_estimate=objective is None) if dof >= 1 else 1.0
+        return bake_span(events / phi, self.total_polls, self.log_threshold, two_sample=objective is None)
 
     def observe(self, canary: RatioCounts, baseline: RatioCounts | None) -> None:
         """Feed one poll's counts. Counts that make no sense are recorded as blindness."""
@@ -634,17 +637,18 @@ class HistogramCheck(Check):
     def log_e_value(self) -> float:
         """Half the weight on the shift stream, half shared by the edges (a weighted average of
         e-processes is one); the edges alone without a shift stream."""
-        edges = self._log_mean([s.log_e_value for s in self.streams])
-        if self.shift is None:
-            return edges
-        return self._log_mean([self.shift.log_e_value, edges])
+        return self._combined("log_e_value")
 
     @property
     def log_detector(self) -> float:
-        edges = self._log_mean([s.log_detector for s in self.streams])
+        """The late-onset detectors, weighed as :attr:`log_e_value` weighs the e-processes."""
+        return self._combined("log_detector")
+
+    def _combined(self, statistic: str) -> float:
+        edges = self._log_mean([getattr(s, statistic) for s in self.streams])
         if self.shift is None:
             return edges
-        return self._log_mean([self.shift.log_detector, edges])
+        return self._log_mean([getattr(self.shift, statistic), edges])
 
     def _shift_phi(self) -> float:
         """The dispersion the shift stream judges a poll with: the largest of the edges' (before
@@ -756,17 +760,18 @@ class HistogramCheck(Check):
             "shift": self.shift.to_state() if self.shift is not None else None,
         }
 
+    def _per_edge(self, saved: Any) -> list[float | None]:
+        """A saved per-edge list (shares, objectives), or Nones where the state has none that fits."""
+        if not isinstance(saved, list) or len(saved) != len(self.edges):
+            return [None] * len(self.edges)
+        return [float(v) if v is not None else None for v in saved]
+
     def load_state(self, state: dict[str, Any]) -> None:
         self._load_base(state)
         self.edges = [float(e) for e in state.get("edges", self.edges)]
-        saved_shares = state.get("shares")
-        if not isinstance(saved_shares, list) or len(saved_shares) != len(self.edges):
-            saved_shares = [None] * len(self.edges)  # a state from before edges had shares
-        self.shares = [float(v) if v is not None else None for v in saved_shares]
-        saved_objectives = state.get("objectives")
-        if not isinstance(saved_objectives, list) or len(saved_objectives) != len(self.edges):
-            saved_objectives = [None] * len(self.edges)
-        self.objectives = [float(v) if v is not None else None for v in saved_objectives]
+        # a state from before edges had shares or objectives has none of them
+        self.shares = self._per_edge(state.get("shares"))
+        self.objectives = self._per_edge(state.get("objectives"))
         self.streams = [self._stream(*pair) for pair in zip(self.shares, self.objectives, strict=True)]
         shift = state.get("shift")
         self.shift = ShiftStream.from_state(shift) if isinstance(shift, dict) else None

@@ -46,6 +46,15 @@ SPAN = (1.15, 6.0)
 """The range of ratios that carries the mixture's weight, unless a stream is given its own."""
 
 
+def prior_dispersion(pearson: float, dof: float, *, point_estimate: bool) -> float:
+    """The dispersion factor a window before the deploy gives (``dof`` >= 1): its point estimate
+    where that is already on the safe side (two samples, measured), else its 75 % upper confidence
+    bound (see :meth:`CountStream.seed_dispersion`)."""
+    if point_estimate:
+        return max(1.0, pearson / dof)
+    return max(1.0, pearson / float(2 * gammaincinv(dof / 2, 0.25)))
+
+
 SPAN_FLOOR_SHARE = 0.5
 """How much of the threshold an effect's expected evidence over the whole bake must reach for the
 mixture to bet on it (see :func:`bake_span`)."""
@@ -275,12 +284,9 @@ class CountStream:
         samples: the window also counts what moves both versions at once (traffic mix, shared
         shocks), which the conditional test cancels, so its point estimate is already on the safe
         side; raising it further only slowed every decision by the bound's margin (about 15 %)."""
-        if dof < 1:
-            return
-        if self.objective is None and measured:
-            self.prior_phi = max(1.0, pearson / dof)
-        else:
-            self.prior_phi = max(1.0, pearson / float(2 * gammaincinv(dof / 2, 0.25)))
+        if dof >= 1:
+            point_estimate = self.objective is None and measured
+            self.prior_phi = prior_dispersion(pearson, dof, point_estimate=point_estimate)
 
     def update(self, bad_c: float, total_c: float, bad_b: float = 0.0, total_b: float = 0.0) -> None:
         """Feed one interval. Intervals without events say nothing and are skipped."""
