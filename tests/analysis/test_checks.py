@@ -422,8 +422,9 @@ def test_histogram_compare_before_tests_each_edge_against_its_share_before_the_d
 
 def test_ratio_check_fits_its_mixture_to_the_traffic_before_the_deploy() -> None:
     """A service with 0.6 errors per interval: the check's mixture starts above x1.15, the span is
-    kept in the reference, and a resumed check rebuilds the same alternatives. A busy service and a
-    `direction: decrease` check keep the default span."""
+    kept in the reference, and a resumed check rebuilds the same alternatives. A busy service keeps
+    the default lower end and brings the top down to what its first polls decide anyway; a
+    `direction: decrease` check keeps the default span."""
     import json
 
     quiet = RatioCheck(check_config(), 0.01, 120)
@@ -438,7 +439,8 @@ def test_ratio_check_fits_its_mixture_to_the_traffic_before_the_deploy() -> None
 
     busy = RatioCheck(check_config(), 0.01, 60)
     busy.set_reference([RatioCounts(30, 30000) for _ in range(60)])
-    assert "span" not in (busy.reference or {}) and busy.stream.alt.min() == pytest.approx(1.15)
+    assert busy.reference is not None and busy.reference["span"] == pytest.approx([1.15, 2.3])
+    assert busy.stream.alt.min() == pytest.approx(1.15) and busy.stream.alt.max() == 20.0
     down = RatioCheck(check_config(direction="decrease"), 0.01, 120)
     down.set_reference([RatioCounts(0.6, 30) for _ in range(60)])
     assert "span" not in (down.reference or {})

@@ -9,7 +9,14 @@ import pytest
 from scipy import stats
 from scipy.special import logsumexp, rel_entr
 
-from watchdog.analysis.eprocess import SPAN, SPAN_FLOOR_SHARE, CountStream, bake_span, grid
+from watchdog.analysis.eprocess import (
+    SPAN,
+    SPAN_FLOOR_SHARE,
+    SPAN_TOP_INTERVALS,
+    CountStream,
+    bake_span,
+    grid,
+)
 
 
 def _with_history(test: CountStream) -> CountStream:
@@ -323,15 +330,48 @@ def test_bake_span_bets_only_on_effects_the_bake_can_show(two_sample: bool) -> N
     the evidence at the new floor is what the rule asks for."""
     log_threshold = math.log(1 / (0.75 * 0.01))
     low, high = bake_span(0.6, 120, log_threshold, two_sample=two_sample)
-    assert low > SPAN[0] and high == SPAN[1]
+    assert low > SPAN[0] and 2 * low <= high <= SPAN[1]
     need = SPAN_FLOOR_SHARE * log_threshold
     assert _whole_bake_evidence(low, 0.6, 120, two_sample=two_sample) == pytest.approx(need, rel=0.02)
     assert _whole_bake_evidence(low / 1.02, 0.6, 120, two_sample=two_sample) < need
 
 
+@pytest.mark.parametrize("two_sample", [True, False])
+def test_bake_span_stops_where_a_few_polls_decide_anyway(two_sample: bool) -> None:
+    """At 1.5 errors per interval the span's top is the effect whose expected evidence reaches the
+    threshold within SPAN_TOP_INTERVALS intervals (checked against scipy's relative entropy), and
+    a larger true effect gains at least that fast on the top alternative: its expected log
+    likelihood ratio there exceeds the top's own relative entropy."""
+    log_threshold = math.log(1 / (0.75 * 0.01))
+    low, top = bake_span(1.5, 120, log_threshold, two_sample=two_sample)
+    assert low < 1.25 and 2 * low < top < SPAN[1]
+    evidence = _whole_bake_evidence(top, 1.5, SPAN_TOP_INTERVALS, two_sample=two_sample)
+    assert evidence == pytest.approx(log_threshold, rel=0.02)
+    at_top = _expected_llr(top, top, two_sample=two_sample)
+    for truth in (top * 1.5, top * 3):
+        assert _expected_llr(top, truth, two_sample=two_sample) > at_top
+    # the bets beyond a top well short of x10: light, at 1.6 and 2.6 times it, then x10 and x20
+    ratios, log_weights = grid("increase", (1.15, 2.3))
+    assert list(ratios[14:]) == pytest.approx([1.6 * 2.3, 2.6 * 2.3, 10.0, 20.0])
+    assert np.exp(log_weights[14:]) == pytest.approx(0.3 * np.exp(log_weights[0]))
+
+
+def _expected_llr(alternative: float, truth: float, *, two_sample: bool) -> float:
+    """The expected log likelihood ratio of ``alternative`` against the null, per event the null
+    expects, when the effect is ``truth`` (two samples: per baseline event, the canary's share
+    binomial; one sample: Poisson at the objective times ``truth``)."""
+    if two_sample:
+        share, alt = truth / (1 + truth), alternative / (1 + alternative)
+        per_event = share * math.log(alt / 0.5) + (1 - share) * math.log((1 - alt) / 0.5)
+        return (1 + truth) * per_event
+    return truth * math.log(alternative) - (alternative - 1)
+
+
 def test_bake_span_keeps_the_default_where_small_effects_are_visible_or_nothing_is_known() -> None:
     log_threshold = math.log(1 / (0.75 * 0.01))
-    assert bake_span(30.0, 60, log_threshold, two_sample=True) == SPAN  # 1000 req/s at 0.1 %
+    low, top = bake_span(30.0, 60, log_threshold, two_sample=True)  # 1000 req/s at 0.1 %
+    assert low == SPAN[0] and top == 2 * SPAN[0]  # x2.3 is decided at the first poll there
+    assert bake_span(0.3, 60, log_threshold, two_sample=True)[1] == SPAN[1]  # a quiet one keeps x6
     assert bake_span(0.0, 60, log_threshold, two_sample=True) == SPAN  # no errors before the deploy
     floors = [bake_span(m, 60, log_threshold, two_sample=True)[0] for m in (0.1, 0.5, 2.0, 8.0)]
     assert floors == sorted(floors, reverse=True)  # more traffic, smaller effects worth a bet
@@ -340,16 +380,21 @@ def test_bake_span_keeps_the_default_where_small_effects_are_visible_or_nothing_
     assert high >= 2 * low
 
 
-def test_a_narrower_span_is_still_valid_under_the_null() -> None:
+@pytest.mark.parametrize(("requests", "narrowed"), [(30, "floor"), (1500, "top")])
+def test_a_narrower_span_is_still_valid_under_the_null(requests: int, narrowed: str) -> None:
     """The span is fixed before the canary's first interval, so the mixture stays an e-process:
-    healthy low-traffic canaries peeked at every poll cross 1/alpha no more often than alpha."""
+    healthy canaries peeked at every poll cross 1/alpha no more often than alpha, whether the span
+    lost its bottom (a quiet service) or its top (a busy one)."""
     rng = np.random.default_rng(21)
     alpha, runs = 0.05, 600
-    span = bake_span(0.6, 60, math.log(1 / alpha), two_sample=True)
-    assert span[0] > 1.3
+    span = bake_span(requests * 0.02, 60, math.log(1 / alpha), two_sample=True)
+    assert span[0] > 1.3 if narrowed == "floor" else span[1] < 3
     alarms = sum(
-        _first_crossing(_with_history(CountStream(span=span)), rng, 0.02, 0.02, 30, 30, 60, 1 / alpha)
+        _first_crossing(
+            _with_history(CountStream(span=span)), rng, 0.02, 0.02, requests, requests, 60, 1 / alpha
+        )
         is not None
         for _ in range(runs)
     )
     assert _under_alpha(alarms, runs, alpha), alarms
+

@@ -58,45 +58,71 @@ def prior_dispersion(pearson: float, dof: float, *, point_estimate: bool) -> flo
 SPAN_FLOOR_SHARE = 0.5
 """How much of the threshold an effect's expected evidence over the whole bake must reach for the
 mixture to bet on it (see :func:`bake_span`)."""
+SPAN_TOP_INTERVALS = 3
+"""Intervals within which an effect at the span's top is expected to reach the threshold (see
+:func:`bake_span`)."""
+
+
+def _evidence_per_event(ratio: float, two_sample: bool) -> float:
+    """The expected log likelihood ratio at ``ratio`` per bad event the null expects (increasing in
+    ratio > 1): two samples, the conditional binomial's KL per event pair times the (1 + r)
+    events; one sample, the Poisson KL per expected event at the objective."""
+    if two_sample:
+        share = ratio / (1 + ratio)
+        return (1 + ratio) * (share * math.log(2 * share) + (1 - share) * math.log(2 * (1 - share)))
+    return ratio * math.log(ratio) - ratio + 1
+
+
+def _smallest_ratio(need: float, low: float, high: float, two_sample: bool) -> float:
+    """The smallest ratio in [low, high] whose evidence per event reaches ``need`` (bisection in
+    log(ratio), to well under 0.1 %); ``high`` when none does."""
+    if _evidence_per_event(low, two_sample) >= need:
+        return low
+    if _evidence_per_event(high, two_sample) < need:
+        return high
+    below, above = low, high
+    for _ in range(50):
+        middle = math.sqrt(below * above)
+        below, above = (middle, above) if _evidence_per_event(middle, two_sample) < need else (below, middle)
+    return above
 
 
 def bake_span(
     events: float, intervals: int, log_threshold: float, *, two_sample: bool, span: tuple[float, float] = SPAN
 ) -> tuple[float, float]:
-    """``span`` with its lower end raised past the effects that this bake cannot detect.
+    """``span`` narrowed to the effects whose detection time the mixture's weights decide.
 
     A mixture pays for every alternative it bets on: at the true effect it is slower by about
-    log(1 / the weight near it). An effect whose expected evidence over the whole bake stays below
-    half the threshold is almost never detected sequentially (the end-of-bake test is there for
-    it), so weight on it only slows every other decision: a service with 0.6 errors per interval
-    cannot show x1.15 in an hour, and betting on it costs a third of the mixture's weight.
+    log(1 / the weight near it). Two kinds of bets buy nothing:
+
+    - effects this bake cannot show. One whose expected evidence over the whole bake stays below
+      half the threshold is almost never detected sequentially (the end-of-bake test is there for
+      it): a service with 0.6 errors per interval cannot show x1.15 in an hour, and betting on it
+      costs a third of the mixture's weight. The lower end rises past them;
+    - fine distinctions among effects that any bet near them decides within a few polls. Above the
+      effect whose expected evidence reaches the threshold within SPAN_TOP_INTERVALS intervals,
+      the top alternative's own evidence grows at least as fast as at that effect (in an
+      exponential family, a likelihood ratio gains faster the further the truth lies beyond its
+      alternative), so larger effects are decided within about as many polls: at 30 errors per
+      interval x2 already is, and the weight the span gave x2 to x6 slows x1.25 by a fifth.
+      The top comes down to that effect (keeping a factor of two above the lower end), and
+      :func:`grid` adds light bets beyond it.
 
     ``events``: bad events per interval and version, deflated by the dispersion factor, as the
     window before the deploy showed them (two samples: the baseline's; one sample: the traffic
     times the objective). It is an upper bound on what either version of a canary sees, since the
-    versions share the service's traffic, so the lower end errs toward small effects. Only data
-    from before the deploy sets it: the weights stay fixed before the test sees a canary interval,
-    as a mixture's must."""
+    versions share the service's traffic: the lower end errs toward small effects, the top toward
+    large ones stays covered by the light bets. Only data from before the deploy sets the span: the
+    weights stay fixed before the test sees a canary interval, as a mixture's must."""
     low, high = span
     if events <= 0 or intervals <= 0:
         return span
-    need = SPAN_FLOOR_SHARE * log_threshold / (events * intervals)
-
-    def evidence_per_event(ratio: float) -> float:  # increasing in ratio > 1
-        if two_sample:  # the conditional binomial's KL per event pair, times the (1 + r) events
-            share = ratio / (1 + ratio)
-            return (1 + ratio) * (share * math.log(2 * share) + (1 - share) * math.log(2 * (1 - share)))
-        return ratio * math.log(ratio) - ratio + 1  # Poisson KL per expected event at the objective
-
-    if evidence_per_event(low) >= need:
-        return span
-    if evidence_per_event(high) < need:  # nothing in the span is detectable: the light bets still count
-        return span
-    below, above = low, high
-    for _ in range(50):  # bisection in log(ratio), to well under 0.1 %
-        middle = math.sqrt(below * above)
-        below, above = (middle, above) if evidence_per_event(middle) < need else (below, middle)
-    return above, max(high, 2 * above)
+    floor_need = SPAN_FLOOR_SHARE * log_threshold / (events * intervals)
+    if _evidence_per_event(high, two_sample) >= floor_need:  # else nothing is detectable: keep all
+        low = _smallest_ratio(floor_need, low, high, two_sample)
+    top_need = log_threshold / (events * min(intervals, SPAN_TOP_INTERVALS))
+    top = _smallest_ratio(top_need, low, high, two_sample)
+    return low, max(top, 2 * low)
 
 
 @functools.cache
@@ -105,7 +131,10 @@ def _alternatives(
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     low, high = span
     core = np.exp(np.exp(np.linspace(math.log(math.log(low)), math.log(math.log(high)), 14)))
-    light = [r for r in (10.0, 20.0) if high * 1.2 < r <= limit]
+    # Light bets beyond the top keep a large effect's first polls decisive: at x10 and x20, and
+    # where the span stops well short of them (fitted to a busy service), at 1.6 and 2.6 times it.
+    beyond = [high * 1.6, high * 2.6] if high * 2.6 < 10.0 else []
+    light = [r for r in (*beyond, 10.0, 20.0) if high * 1.2 < r <= limit]
     weights = np.concatenate([np.ones(14), np.full(len(light), 0.3)])
     return np.concatenate([core, light]), np.log(weights / weights.sum())
 
