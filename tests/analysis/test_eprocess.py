@@ -16,6 +16,7 @@ from watchdog.analysis.eprocess import (
     CountStream,
     bake_span,
     grid,
+    prior_dispersion,
 )
 
 
@@ -398,3 +399,16 @@ def test_a_narrower_span_is_still_valid_under_the_null(requests: int, narrowed: 
     )
     assert _under_alpha(alarms, runs, alpha), alarms
 
+
+def test_prior_dispersion_raises_the_whole_factor_or_only_its_excess() -> None:
+    """The 75 % upper bound is scipy's chi-square quantile. One sample: on the whole factor. Two
+    samples: on the excess over 1 only, so a window without bursts gives exactly 1 while a bursty
+    one (factor 8.5, as 30 errors per interval under gamma bursts with k = 4) is raised as far as
+    its excess is uncertain."""
+    dof = 59.0
+    raise_by = dof / stats.chi2.ppf(0.25, dof)
+    assert prior_dispersion(dof, dof, excess_only=False) == pytest.approx(raise_by)
+    assert prior_dispersion(dof, dof, excess_only=True) == 1.0
+    assert prior_dispersion(0.7 * dof, dof, excess_only=True) == 1.0  # never below a binomial
+    assert prior_dispersion(8.5 * dof, dof, excess_only=True) == pytest.approx(1 + 7.5 * raise_by)
+    assert prior_dispersion(8.5 * dof, dof, excess_only=False) == pytest.approx(8.5 * raise_by)
