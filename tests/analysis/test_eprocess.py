@@ -412,3 +412,17 @@ def test_prior_dispersion_raises_the_whole_factor_or_only_its_excess() -> None:
     assert prior_dispersion(0.7 * dof, dof, excess_only=True) == 1.0  # never below a binomial
     assert prior_dispersion(8.5 * dof, dof, excess_only=True) == pytest.approx(1 + 7.5 * raise_by)
     assert prior_dispersion(8.5 * dof, dof, excess_only=False) == pytest.approx(8.5 * raise_by)
+
+
+@pytest.mark.parametrize("objective", [None, 0.01])
+def test_a_measured_window_raises_only_the_excess_an_assumed_one_all(objective: float | None) -> None:
+    """One rule for both kinds of stream: a window without bursts seeds a factor of exactly 1 (no
+    count varies less than a binomial), a bursty one its excess at the 75 % bound; a window only
+    assumed (no history yet) keeps the whole factor's bound, about 1.5 for ten intervals."""
+    quiet, bursty, assumed = (CountStream(objective=objective) for _ in range(3))
+    quiet.seed_dispersion(59.0, 59.0)
+    bursty.seed_dispersion(4 * 59.0, 59.0)
+    assumed.seed_dispersion(10.0, 10.0, measured=False)
+    assert quiet.prior_phi == 1.0 and quiet.phi == 1.0
+    assert bursty.prior_phi == pytest.approx(1 + 3 * 59 / stats.chi2.ppf(0.25, 59))
+    assert assumed.prior_phi == pytest.approx(10 / stats.chi2.ppf(0.25, 10))

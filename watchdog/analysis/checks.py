@@ -326,7 +326,7 @@ class RatioCheck(Check):
         if self.config.direction != "increase" or intervals < MIN_SPAN_INTERVALS:
             return SPAN
         events = bad / intervals if objective is None else total / intervals * objective
-        phi = prior_dispersion(pearson, dof, excess_only=objective is None) if dof >= 1 else 1.0
+        phi = prior_dispersion(pearson, dof, excess_only=True) if dof >= 1 else 1.0
         return bake_span(events / phi, self.total_polls, self.log_threshold, two_sample=objective is None)
 
     def observe(self, canary: RatioCounts, baseline: RatioCounts | None) -> None:
