@@ -10,9 +10,11 @@ from scipy import stats
 from scipy.special import logsumexp, rel_entr
 
 from watchdog.analysis.eprocess import (
+    MIN_OWN_DOF,
     SPAN,
     SPAN_FLOOR_SHARE,
     SPAN_TOP_INTERVALS,
+    SURE_OWN_DOF,
     CountStream,
     bake_span,
     grid,
@@ -426,3 +428,27 @@ def test_a_measured_window_raises_only_the_excess_an_assumed_one_all(objective: 
     assert quiet.prior_phi == 1.0 and quiet.phi == 1.0
     assert bursty.prior_phi == pytest.approx(1 + 3 * 59 / stats.chi2.ppf(0.25, 59))
     assert assumed.prior_phi == pytest.approx(10 / stats.chi2.ppf(0.25, 10))
+
+
+def test_own_dispersion_replaces_a_shock_inflated_prior_early_but_cautiously() -> None:
+    """Shocks that hit both versions make the window before look very bursty (a factor of 60)
+    while the canary's share of the errors is plain binomial. The stream's own estimate may take
+    over from MIN_OWN_DOF intervals, at its 99 % bound (scipy's chi-square) until SURE_OWN_DOF,
+    then at its 95 % bound; before MIN_OWN_DOF it keeps the prior."""
+    rng = np.random.default_rng(5)
+    stream = CountStream()
+    stream.seed_dispersion(60.0 * 59, 59.0)
+    prior = stream.prior_phi
+    assert prior is not None and prior > 60
+    seen = []
+    for _ in range(SURE_OWN_DOF + 3):
+        stream.update(rng.binomial(2000, 0.01), 2000, rng.binomial(2000, 0.01), 2000)
+        pearson, dof = stream.disp
+        seen.append((dof, stream.phi, pearson))
+    for dof, phi, pearson in seen:
+        if dof < MIN_OWN_DOF:
+            assert phi == prior
+        else:
+            level = 0.01 if dof < SURE_OWN_DOF else 0.05
+            assert phi == pytest.approx(max(1.0, min(prior, pearson / stats.chi2.ppf(level, dof))))
+    assert seen[-1][1] < prior / 10  # binomial splits: the factor comes down toward the 1 they need
