@@ -6,11 +6,21 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from scipy import stats
+from scipy.special import rel_entr
 
 from watchdog.analysis import HistogramCheck
-from watchdog.analysis.eprocess import CountStream
-from watchdog.analysis.shift import SCALES, ShiftStream, predicted_ratios
+from watchdog.analysis.eprocess import SPAN_TOP_INTERVALS, CountStream
+from watchdog.analysis.shift import (
+    RATIO_CAP,
+    SCALE_SPAN,
+    SCALES,
+    ShiftStream,
+    predicted_ratios,
+    scale_grid,
+    scale_span,
+)
 from watchdog.config.models import CheckConfig
 
 BOUNDS = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5]
@@ -156,3 +166,81 @@ def test_a_histogram_check_weighs_the_shift_stream_and_the_edges_half_and_half()
     )
     slo.set_reference([cumulative(rng.multinomial(150, lognormal_probs(0.08))) for _ in range(5)])
     assert slo.shift is None  # one version only: the SLO edge is the whole test
+
+
+def _evidence_per_interval(cum: list[float], intervals: int, scale: float) -> float:
+    """The expected log likelihood ratio of one interval at ``scale``, from scipy's relative
+    entropy: per bucket, the canary's share of its requests (binomial, equal traffic) under the
+    slowdown (at most RATIO_CAP times the share now) against a half."""
+    per_bucket = np.diff(np.asarray(cum), prepend=0.0) / intervals
+    rho = np.minimum(predicted_ratios(BOUNDS, cum, np.array([scale]))[0], RATIO_CAP)
+    share = rho / (1 + rho)
+    kl = rel_entr(share, 0.5) + rel_entr(1 - share, 0.5)
+    return float(np.sum(per_bucket * (1 + rho) * kl))
+
+
+def test_scale_span_fits_the_multipliers_to_the_traffic_before_the_deploy() -> None:
+    """At 150 requests per interval the top comes down to about x1.2, where three intervals'
+    expected evidence reaches the threshold (checked against scipy's relative entropy); at 5
+    requests per interval the lower end rises to where the whole bake's reaches half of it; with
+    no requests the default stays. The grid adds light bets beyond a lowered top."""
+    log_threshold = math.log(2 / (0.75 * 0.005))
+    busy = [*(np.cumsum(lognormal_probs(0.08))[:-1] * 150 * 60), 150 * 60]
+    low, top = scale_span(BOUNDS, busy, 60, 60, log_threshold)
+    assert low == SCALE_SPAN[0] and 1.15 < top < 1.25
+    evidence = SPAN_TOP_INTERVALS * _evidence_per_interval(busy, 60, top)
+    assert evidence == pytest.approx(log_threshold, rel=0.03)
+    quiet = [*(np.cumsum(lognormal_probs(0.08))[:-1] * 5 * 60), 5 * 60]
+    low_q, top_q = scale_span(BOUNDS, quiet, 60, 60, log_threshold)
+    assert low_q > 1.1 and top_q >= low_q**6
+    assert 60 * _evidence_per_interval(quiet, 60, low_q) == pytest.approx(0.5 * log_threshold, rel=0.03)
+    assert scale_span(BOUNDS, [0.0] * 7, 60, 60, log_threshold) == SCALE_SPAN
+    scales, log_weights = scale_grid((low, top))
+    assert list(scales[14:]) == pytest.approx([top**1.6, top**2.6])
+    assert np.exp(log_weights[14:]) == pytest.approx(0.3 * np.exp(log_weights[0]))
+
+
+def test_a_fitted_span_stays_valid_under_the_null_and_survives_a_restart() -> None:
+    """The span comes from data before the deploy only: healthy canaries peeked at every poll cross
+    1/0.05 within the binomial bound of 5 %. A resumed stream rebuilds the same multipliers; a
+    state saved before spans were fitted gets the default ones."""
+    rng = np.random.default_rng(36)
+    base = lognormal_probs(0.08)
+    cum = [*(np.cumsum(base)[:-1] * 150 * 60), 150 * 60]
+    span = scale_span(BOUNDS, cum, 60, 60, math.log(1 / 0.05))
+    assert span[1] < 1.5
+    runs, alarms = 200, 0
+    for _ in range(runs):
+        stream = ShiftStream(BOUNDS, cum, span)
+        for _ in range(60):
+            c, b = rng.multinomial(rng.poisson(150), base), rng.multinomial(rng.poisson(150), base)
+            stream.update(cumulative(c), cumulative(b), 1.0)
+            if stream.log_e_value >= math.log(1 / 0.05):
+                alarms += 1
+                break
+    assert alarms <= stats.binom.ppf(0.99, runs, 0.05)
+    state = stream.to_state()
+    resumed = ShiftStream.from_state(state)
+    assert resumed is not None and np.array_equal(resumed.scales, stream.scales)
+    del state["span"]
+    old = ShiftStream.from_state(state)
+    assert old is not None and np.array_equal(old.scales, SCALES)
+
+
+def test_a_histogram_check_fits_its_shift_span_only_with_history() -> None:
+    """An hour of history fits the multipliers (150 requests per interval: top below x1.5); edges
+    taken from the first poll (no history) leave the default range."""
+    config = CheckConfig.model_validate(
+        {"name": "latency", "type": "histogram", "provider": "p", "query": "q"}
+    )
+    rng = np.random.default_rng(37)
+    with_history = HistogramCheck(config, 0.01, 60)
+    with_history.set_reference([cumulative(rng.multinomial(150, lognormal_probs(0.08))) for _ in range(60)])
+    assert with_history.shift is not None and with_history.shift.span[1] < 1.5
+    first_poll = HistogramCheck(config, 0.01, 60)
+    first_poll.set_reference(None)
+    def poll() -> dict[float, float]:
+        return cumulative(rng.multinomial(150, lognormal_probs(0.08)))
+
+    first_poll.observe(poll(), poll())
+    assert first_poll.shift is not None and first_poll.shift.span == SCALE_SPAN

@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 from scipy import special
 
 from watchdog.analysis.eprocess import SPAN, CountStream, bake_span, prior_dispersion
-from watchdog.analysis.shift import ShiftStream
+from watchdog.analysis.shift import SCALE_SPAN, ShiftStream, scale_span
 from watchdog.config.models import CheckConfig
 from watchdog.model import CheckReport, Verdict
 
@@ -553,7 +553,6 @@ class HistogramCheck(Check):
             self._set_edges(self.edges, summed)
         else:
             self._choose_edges(summed)
-        self._start_shift(summed)
         self.reference["edges"] = self.edges
         dispersion: list[float | None] = []
         for edge, stream in zip(self.edges, self.streams, strict=True):
@@ -563,6 +562,7 @@ class HistogramCheck(Check):
                 stream.seed_dispersion(pearson, dof)
             dispersion.append(max(1.0, pearson / dof) if dof >= 1 else None)
         self.reference["dispersion"] = dispersion
+        self._start_shift(summed, len(usable))  # after the dispersion its span is fitted with
 
     def _choose_edges(self, buckets: Buckets) -> None:
         total = buckets[math.inf]
@@ -612,7 +612,7 @@ class HistogramCheck(Check):
             if self.reference is None:
                 self.reference = {"source": "first poll"}
             self._choose_edges(source)
-            self._start_shift(source)
+            self._start_shift(source, 1)
             self.reference["edges"] = self.edges
             return  # that poll chose the edges; it does not also test them
         missing = [e for e in self.edges if e not in canary or (baseline is not None and e not in baseline)]
@@ -659,14 +659,23 @@ class HistogramCheck(Check):
         phis = [s.phi for s, m in zip(self.streams, measured, strict=False) if m is not None]
         return max(phis or [s.phi for s in self.streams])
 
-    def _start_shift(self, buckets: Buckets) -> None:
+    def _start_shift(self, buckets: Buckets, intervals: int) -> None:
         """The shift stream, for "slower is worse" against a concurrent baseline, from the
-        baseline's buckets before the deploy (or the first poll's)."""
+        baseline's buckets summed over ``intervals`` before the deploy (or the first poll's).
+        With MIN_SPAN_INTERVALS of history its multipliers are fitted to that traffic (see
+        :func:`~watchdog.analysis.shift.scale_span`), at the dispersion it will be judged with
+        and against its share of the threshold (half the check's evidence)."""
         if self.config.compare != "baseline" or self.config.direction != "increase":
             return
         bounds = sorted(le for le in buckets if math.isfinite(le) and le > 0)
-        if bounds and buckets[math.inf] > 0:
-            self.shift = ShiftStream(bounds, [buckets[b] for b in bounds] + [buckets[math.inf]])
+        if not bounds or buckets[math.inf] <= 0:
+            return
+        cumulative = [buckets[b] for b in bounds] + [buckets[math.inf]]
+        span = SCALE_SPAN
+        if intervals >= MIN_SPAN_INTERVALS:
+            deflated = [c / self._shift_phi() for c in cumulative] if self.streams else cumulative
+            span = scale_span(bounds, deflated, intervals, self.total_polls, self.log_threshold + math.log(2))
+        self.shift = ShiftStream(bounds, cumulative, span)
 
     @staticmethod
     def _log_mean(values: list[float]) -> float:

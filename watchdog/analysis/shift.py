@@ -22,6 +22,7 @@ validity.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -29,12 +30,37 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.special import ndtr, ndtri
 
-from watchdog.analysis.eprocess import accumulate, evidence, log_mix
+from watchdog.analysis.eprocess import SPAN_FLOOR_SHARE, SPAN_TOP_INTERVALS, accumulate, evidence, log_mix
 
-SCALES = np.exp(np.exp(np.linspace(math.log(math.log(1.03)), math.log(math.log(4.0)), 14)))
-"""Latency multipliers bet on: from 3 % slower to 4x, spaced evenly in log(log(s)) as the ratio grid
-is (see :data:`watchdog.analysis.eprocess.SPAN`), with equal weights."""
-_LOG_WEIGHTS = np.full(SCALES.size, -math.log(SCALES.size))
+SCALE_SPAN = (1.03, 4.0)
+"""Latency multipliers bet on: from 3 % slower to 4x, unless a stream is given its own range."""
+MIN_SCALE_POWER = 6.0
+"""A fitted range's top is at least its lower end to this power: in log(log(s)) as wide as a ratio
+span from x1.15 to x2.3, the narrowest a ratio check's is fitted to."""
+
+
+@functools.cache
+def scale_grid(span: tuple[float, float] = SCALE_SPAN) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """The multipliers a stream bets on and the log of their weights: fourteen spaced evenly in
+    log(log(s)) over ``span`` with equal weights, as the ratio grid is (see
+    :data:`watchdog.analysis.eprocess.SPAN`), and where the span stops short of 4x, two light bets
+    beyond it (at its top to the powers 1.6 and 2.6, up to 8x) so a large slowdown stays decisive."""
+    low, high = span
+    core = np.exp(np.exp(np.linspace(math.log(math.log(low)), math.log(math.log(high)), 14)))
+    light = [high**1.6, high**2.6] if high < SCALE_SPAN[1] else []
+    light = [s for s in light if s <= 2 * SCALE_SPAN[1]]
+    weights = np.concatenate([np.ones(14), np.full(len(light), 0.3)])
+    return np.concatenate([core, light]), np.log(weights / weights.sum())
+
+
+RATIO_CAP = 20.0
+"""The largest ratio :func:`scale_span` believes a bucket's share can grow by. Where the window
+before had almost no requests in a tail bucket, the interpolated distribution can put next to
+nothing there now and much more after a slowdown, a ratio in the thousands that would promise
+evidence no interval holds."""
+
+SCALES = scale_grid()[0]
+"""The default multipliers (over :data:`SCALE_SPAN`)."""
 
 
 def predicted_ratios(
@@ -71,23 +97,61 @@ def predicted_ratios(
     return np.asarray(shifted / now)
 
 
+def scale_span(
+    bounds: list[float], cumulative: list[float], intervals: int, polls: int, log_threshold: float
+) -> tuple[float, float]:
+    """:data:`SCALE_SPAN` narrowed to the slowdowns whose detection time the weights decide, as
+    :func:`watchdog.analysis.eprocess.bake_span` narrows a ratio check's span, for the same
+    reasons: the lower end rises to the smallest slowdown whose expected evidence over the
+    ``polls`` of the bake reaches SPAN_FLOOR_SHARE of ``log_threshold``, and the top comes down
+    to the one whose expected evidence reaches it within SPAN_TOP_INTERVALS intervals (at 150
+    requests per interval, x1.2).
+
+    ``cumulative``: the baseline's cumulative counts at ``bounds`` (then the total) summed over
+    ``intervals`` intervals before the deploy, deflated by the dispersion factor; the expected
+    evidence per interval is the conditional binomial's relative entropy, bucket by bucket, for
+    two versions that each see that traffic (an upper bound, as for ratio checks). Only data from
+    before the deploy sets the range, so the weights are fixed before the first canary interval."""
+    if intervals <= 0 or polls <= 0 or cumulative[-1] <= 0:
+        return SCALE_SPAN
+    per_interval = np.diff(np.asarray(cumulative, dtype=float), prepend=0.0) / intervals
+    low_end, high_end = (math.log(math.log(s)) for s in SCALE_SPAN)
+    fine = np.exp(np.exp(np.linspace(low_end, high_end, 400)))
+    rho = np.minimum(predicted_ratios(bounds, cumulative, fine), RATIO_CAP)
+    share = rho / (1 + rho)
+    per_event = (1 + rho) * (share * np.log(2 * share) + (1 - share) * np.log(2 * (1 - share)))
+    gain = per_event @ per_interval  # expected evidence per interval, increasing in the scale
+    seen = np.flatnonzero(gain * polls >= SPAN_FLOOR_SHARE * log_threshold)
+    if seen.size == 0:  # nothing in the range is detectable: the default bets still count
+        return SCALE_SPAN
+    low = float(fine[seen[0]])
+    fast = np.flatnonzero(gain * min(polls, SPAN_TOP_INTERVALS) >= log_threshold)
+    top = float(fine[fast[0]]) if fast.size else SCALE_SPAN[1]
+    return low, min(SCALE_SPAN[1], max(top, low**MIN_SCALE_POWER))
+
+
 class ShiftStream:
     """The mixture over :data:`SCALES` of the products above, from the deploy's start, and its
     Shiryaev-Roberts late-onset detector (as :class:`~watchdog.analysis.eprocess.CountStream`
     keeps them)."""
 
-    def __init__(self, bounds: list[float], cumulative: list[float]) -> None:
+    def __init__(
+        self, bounds: list[float], cumulative: list[float], span: tuple[float, float] = SCALE_SPAN
+    ) -> None:
         """``bounds``: the finite bucket bounds the baseline's ``cumulative`` counts (then the
         total) were read at, in the window before the deploy. Bounds at or below zero have no
-        logarithm: their requests count in the first bucket above zero."""
+        logarithm: their requests count in the first bucket above zero. ``span``: the
+        multipliers that carry the weight (see :func:`scale_span`)."""
         keep = [i for i, b in enumerate(bounds) if b > 0]
         if not keep:
             raise ValueError("a shift needs a positive bucket bound")
         self.bounds = [float(bounds[i]) for i in keep]
         self.reference = [float(cumulative[i]) for i in keep] + [float(cumulative[-1])]
-        self._rho = predicted_ratios(self.bounds, self.reference, SCALES)
+        self.span = span
+        self.scales, self._log_weights = scale_grid(span)
+        self._rho = predicted_ratios(self.bounds, self.reference, self.scales)
         self._log_rho = np.log(self._rho)
-        self._evidence = evidence(SCALES.size)
+        self._evidence = evidence(self.scales.size)
         self.log_e, self.log_sr = self._evidence  # views: never rebind them
         self.intervals = 0
 
@@ -111,20 +175,21 @@ class ShiftStream:
 
     @property
     def log_e_value(self) -> float:
-        return log_mix(self.log_e, _LOG_WEIGHTS)
+        return log_mix(self.log_e, self._log_weights)
 
     @property
     def log_detector(self) -> float:
-        return log_mix(self.log_sr, _LOG_WEIGHTS)
+        return log_mix(self.log_sr, self._log_weights)
 
     def scale_estimate(self) -> float:
         """The scale the evidence favours most (for the explanation)."""
-        return float(SCALES[int(np.argmax(self.log_e))])
+        return float(self.scales[int(np.argmax(self.log_e))])
 
     def to_state(self) -> dict[str, Any]:
         return {
             "bounds": self.bounds,
             "reference": self.reference,
+            "span": list(self.span),
             "log_e": self.log_e.tolist(),
             "log_sr": self.log_sr.tolist(),
             "intervals": self.intervals,
@@ -133,7 +198,9 @@ class ShiftStream:
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> ShiftStream | None:
         try:
-            stream = cls(list(state["bounds"]), list(state["reference"]))
+            span = state.get("span") or SCALE_SPAN  # a state saved before spans were fitted
+            low, high = (float(v) for v in span)
+            stream = cls(list(state["bounds"]), list(state["reference"]), (low, high))
             log_e = np.asarray(state["log_e"], dtype=float)
             log_sr = np.asarray(state["log_sr"], dtype=float)
         except (KeyError, TypeError, ValueError):
