@@ -54,10 +54,12 @@ def scale_grid(span: tuple[float, float] = SCALE_SPAN) -> tuple[NDArray[np.float
 
 
 RATIO_CAP = 20.0
-"""The largest ratio :func:`scale_span` believes a bucket's share can grow by. Where the window
-before had almost no requests in a tail bucket, the interpolated distribution can put next to
-nothing there now and much more after a slowdown, a ratio in the thousands that would promise
-evidence no interval holds."""
+"""The most a bucket's share is bet to grow or shrink by. Where the window before had no request
+in a tail bucket (at 30 requests per interval, none above 1 s in an hour), the interpolated
+distribution puts next to nothing there and more after any slowdown: ratios of 10^4 to 10^7.
+Betting on them, a single baseline request in that bucket cost every multiplier 11 nats of
+evidence, two or three polls of a x1.5 slowdown; capped, at most log(1 + 19 * share). Any
+alternative keeps the test valid; x20 is more than a x4 slowdown gives a bucket it has data for."""
 
 SCALES = scale_grid()[0]
 """The default multipliers (over :data:`SCALE_SPAN`)."""
@@ -97,6 +99,10 @@ def predicted_ratios(
     return np.asarray(shifted / now)
 
 
+def _capped(ratios: NDArray[np.float64]) -> NDArray[np.float64]:
+    return np.clip(ratios, 1 / RATIO_CAP, RATIO_CAP)
+
+
 def scale_span(
     bounds: list[float], cumulative: list[float], intervals: int, polls: int, log_threshold: float
 ) -> tuple[float, float]:
@@ -117,7 +123,7 @@ def scale_span(
     per_interval = np.diff(np.asarray(cumulative, dtype=float), prepend=0.0) / intervals
     low_end, high_end = (math.log(math.log(s)) for s in SCALE_SPAN)
     fine = np.exp(np.exp(np.linspace(low_end, high_end, 400)))
-    rho = np.minimum(predicted_ratios(bounds, cumulative, fine), RATIO_CAP)
+    rho = _capped(predicted_ratios(bounds, cumulative, fine))
     share = rho / (1 + rho)
     per_event = (1 + rho) * (share * np.log(2 * share) + (1 - share) * np.log(2 * (1 - share)))
     gain = per_event @ per_interval  # expected evidence per interval, increasing in the scale
@@ -149,7 +155,7 @@ class ShiftStream:
         self.reference = [float(cumulative[i]) for i in keep] + [float(cumulative[-1])]
         self.span = span
         self.scales, self._log_weights = scale_grid(span)
-        self._rho = predicted_ratios(self.bounds, self.reference, self.scales)
+        self._rho = _capped(predicted_ratios(self.bounds, self.reference, self.scales))
         self._log_rho = np.log(self._rho)
         self._evidence = evidence(self.scales.size)
         self.log_e, self.log_sr = self._evidence  # views: never rebind them
