@@ -451,3 +451,41 @@ def test_slo_check_fits_its_span_to_the_traffic_at_the_objective() -> None:
     slo = RatioCheck(check_config(compare="slo", objective=0.01), 0.01, 60)
     slo.set_reference([RatioCounts(0, 20) for _ in range(60)])  # 0.2 errors per interval at 1 %
     assert slo.reference is not None and slo.reference["span"][0] > 1.5
+
+
+def test_histogram_edges_fit_their_spans_to_the_slow_requests_before_the_deploy() -> None:
+    """An hour at 150 requests per interval: every edge's range is narrowed (the busier edges'
+    tops come down, the tail edges' lower ends rise past what the bake cannot show), and a resumed
+    check rebuilds the same alternatives. A state saved before spans were fitted bets on the
+    share's own range, and healthy canaries stay under alpha."""
+    import json
+
+    rng = np.random.default_rng(41)
+    check = HistogramCheck(check_config(type="histogram"), 0.01, 60)
+    check.set_reference([buckets(rng, 150, 0.1, slow_share=0.02) for _ in range(60)])
+    assert len(check.spans) == len(check.edges)
+    for span, share in zip(check.spans, check.shares, strict=True):
+        assert span is not None and share is not None and span != edge_span(share)
+    tail = [i for i, share in enumerate(check.shares) if share is not None and share < 0.03]
+    assert tail and all(check.spans[i] is not None for i in tail)
+    for i in tail:
+        span, share = check.spans[i], check.shares[i]
+        assert span is not None and share is not None and span[0] > edge_span(share)[0]
+        assert check.streams[i].alt.min() == pytest.approx(span[0])
+    resumed = HistogramCheck(check_config(type="histogram"), 0.01, 60)
+    resumed.load_state(json.loads(json.dumps(check.to_state())))
+    assert all(np.array_equal(a.alt, b.alt) for a, b in zip(resumed.streams, check.streams, strict=True))
+    old = check.to_state()
+    del old["spans"]
+    before_spans = HistogramCheck(check_config(type="histogram"), 0.01, 60)
+    before_spans.load_state(old)
+    assert before_spans.spans == [None] * len(check.edges)
+
+    alarms = 0
+    for _ in range(60):
+        healthy = HistogramCheck(check_config(type="histogram"), 0.05, 60)
+        healthy.set_reference([buckets(rng, 150, 0.1, slow_share=0.02) for _ in range(60)])
+        for _ in range(60):
+            healthy.observe(buckets(rng, 150, 0.1, slow_share=0.02), buckets(rng, 150, 0.1, slow_share=0.02))
+        alarms += healthy.failed_by in ("sequential", "late-onset detector")
+    assert stats.binomtest(alarms, 60, 0.05, alternative="greater").pvalue > 0.001, alarms

@@ -507,19 +507,23 @@ class HistogramCheck(Check):
             self._set_alpha(alpha * (1 - REFERENCE_SHARE))
         self.edges: list[float] = list(config.edges or [])
         self.shares: list[float | None] = [None for _ in self.edges]
+        self.spans: list[tuple[float, float] | None] = [None for _ in self.edges]
         self.objectives: list[float | None] = [None for _ in self.edges]
         self.streams: list[CountStream] = [self._stream(None, None) for _ in self.edges]
         self.shift: ShiftStream | None = None
 
-    def _stream(self, share: float | None, reference: float | None) -> CountStream:
+    def _stream(
+        self, share: float | None, reference: float | None, span: tuple[float, float] | None = None
+    ) -> CountStream:
         """A stream for an edge that ``share`` of the baseline's requests are slower than (None:
         not known yet). Only "slower is worse" bets by the share: a share can shrink to nothing.
         ``reference``: compare: before, the edge's share before the deploy at the bound of its
-        interval that protects against false rollbacks."""
+        interval that protects against false rollbacks. ``span``: the ratios fitted to the
+        traffic before the deploy (see :meth:`_edge_spans`), else the share's own range."""
         compare = self.config.compare
         objective = self.config.objective if compare == "slo" else reference if compare == "before" else None
         if objective is None and share is not None and share > 0 and self.config.direction == "increase":
-            stream = CountStream(self.config.direction, span=edge_span(share), limit=1 / share)
+            stream = CountStream(self.config.direction, span=span or edge_span(share), limit=1 / share)
         else:
             stream = CountStream(self.config.direction, objective)
         # Until the window before the deploy gives each edge its measured dispersion (a provider
@@ -550,9 +554,9 @@ class HistogramCheck(Check):
             return
         summed = {le: sum(b[le] for b in usable) for le in usable[0]}
         if self.edges:  # configured: the history only measures them
-            self._set_edges(self.edges, summed)
+            self._set_edges(self.edges, summed, len(usable))
         else:
-            self._choose_edges(summed)
+            self._choose_edges(summed, len(usable))
         self.reference["edges"] = self.edges
         dispersion: list[float | None] = []
         for edge, stream in zip(self.edges, self.streams, strict=True):
@@ -564,7 +568,7 @@ class HistogramCheck(Check):
         self.reference["dispersion"] = dispersion
         self._start_shift(summed, len(usable))  # after the dispersion its span is fitted with
 
-    def _choose_edges(self, buckets: Buckets) -> None:
+    def _choose_edges(self, buckets: Buckets, intervals: int) -> None:
         total = buckets[math.inf]
         if total <= 0:
             return
@@ -574,16 +578,18 @@ class HistogramCheck(Check):
             edge = next((le for le in bounds if buckets[le] >= q * total), None)
             if edge is not None and edge not in chosen:
                 chosen.append(edge)
-        self._set_edges(chosen, buckets)
+        self._set_edges(chosen, buckets, intervals)
         assert self.reference is not None
         self.reference["edges"] = chosen
 
-    def _set_edges(self, edges: list[float], buckets: Buckets) -> None:
+    def _set_edges(self, edges: list[float], buckets: Buckets, intervals: int) -> None:
         """Fresh streams for ``edges``, each betting on the effects its baseline share allows, or
-        (compare: before) testing against the share it had before the deploy."""
+        (compare: before) testing against the share it had before the deploy; ``buckets`` are
+        summed over ``intervals``."""
         total = buckets[math.inf]
         self.edges = list(edges)
         self.shares = [(total - buckets[e]) / total if e in buckets and total > 0 else None for e in edges]
+        self.spans = self._edge_spans(buckets, intervals)
         self.objectives = [None for _ in edges]
         if self.config.compare == "before":
             share_alpha = self.alpha_reference / max(1, len(edges))
@@ -593,7 +599,35 @@ class HistogramCheck(Check):
                 else None
                 for e in edges
             ]
-        self.streams = [self._stream(*pair) for pair in zip(self.shares, self.objectives, strict=True)]
+        self.streams = [self._edge_stream(i) for i in range(len(self.edges))]
+
+    def _edge_stream(self, i: int) -> CountStream:
+        return self._stream(self.shares[i], self.objectives[i], self.spans[i])
+
+    def _edge_spans(self, buckets: Buckets, intervals: int) -> list[tuple[float, float] | None]:
+        """Per edge, its share's range of ratios (:func:`edge_span`) narrowed to what this bake
+        can show and what a few polls decide anyway (:func:`~watchdog.analysis.eprocess.bake_span`),
+        from the baseline's slow requests per interval before the deploy; None where there is
+        nothing to fit to (no history, an edge without slow requests, not "slower against a
+        concurrent baseline"). An edge's evidence is a 1/(2K) share of the check's (half the
+        weight to the shift stream, the rest over K edges), so its bar is that much higher."""
+        if (
+            intervals < MIN_SPAN_INTERVALS
+            or self.config.compare != "baseline"
+            or self.config.direction != "increase"
+        ):
+            return [None for _ in self.edges]
+        log_bar = self.log_threshold + math.log(2 * len(self.edges))
+        spans: list[tuple[float, float] | None] = []
+        for edge, share in zip(self.edges, self.shares, strict=True):
+            if share is None or share <= 0:
+                spans.append(None)
+                continue
+            base = edge_span(share)
+            events = (buckets[math.inf] - buckets[edge]) / intervals
+            low, high = bake_span(events, self.total_polls, log_bar, two_sample=True, span=base)
+            spans.append((low, min(high, base[1])) if min(high, base[1]) > low * 1.2 else None)
+        return spans
 
     def observe(self, canary: Buckets, baseline: Buckets | None) -> None:
         self.polls += 1
@@ -611,7 +645,7 @@ class HistogramCheck(Check):
             source = baseline if baseline is not None else canary
             if self.reference is None:
                 self.reference = {"source": "first poll"}
-            self._choose_edges(source)
+            self._choose_edges(source, 1)
             self._start_shift(source, 1)
             self.reference["edges"] = self.edges
             return  # that poll chose the edges; it does not also test them
@@ -764,10 +798,18 @@ class HistogramCheck(Check):
             **self._base_state(),
             "edges": self.edges,
             "shares": self.shares,
+            "spans": [list(span) if span is not None else None for span in self.spans],
             "objectives": self.objectives,
             "streams": [s.to_state() for s in self.streams],
             "shift": self.shift.to_state() if self.shift is not None else None,
         }
+
+    def _saved_spans(self, saved: Any) -> list[tuple[float, float] | None]:
+        """Saved per-edge spans, or Nones (a state from before spans were fitted): those edges
+        bet on their share's own range, as they did when the state was saved."""
+        if not isinstance(saved, list) or len(saved) != len(self.edges):
+            return [None] * len(self.edges)
+        return [(float(v[0]), float(v[1])) if isinstance(v, list) and len(v) == 2 else None for v in saved]
 
     def _per_edge(self, saved: Any) -> list[float | None]:
         """A saved per-edge list (shares, objectives), or Nones where the state has none that fits."""
@@ -781,7 +823,8 @@ class HistogramCheck(Check):
         # a state from before edges had shares or objectives has none of them
         self.shares = self._per_edge(state.get("shares"))
         self.objectives = self._per_edge(state.get("objectives"))
-        self.streams = [self._stream(*pair) for pair in zip(self.shares, self.objectives, strict=True)]
+        self.spans = self._saved_spans(state.get("spans"))
+        self.streams = [self._edge_stream(i) for i in range(len(self.edges))]
         shift = state.get("shift")
         self.shift = ShiftStream.from_state(shift) if isinstance(shift, dict) else None
         for stream, saved in zip(self.streams, state.get("streams", []), strict=False):
