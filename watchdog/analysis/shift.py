@@ -137,9 +137,9 @@ def scale_span(
 
 
 class ShiftStream:
-    """The mixture over :data:`SCALES` of the products above, from the deploy's start, and its
-    Shiryaev-Roberts late-onset detector (as :class:`~watchdog.analysis.eprocess.CountStream`
-    keeps them)."""
+    """The mixture over its multipliers (:func:`scale_grid`) of the products above, from the
+    deploy's start, and its Shiryaev-Roberts late-onset detector (as
+    :class:`~watchdog.analysis.eprocess.CountStream` keeps them)."""
 
     def __init__(
         self, bounds: list[float], cumulative: list[float], span: tuple[float, float] = SCALE_SPAN
