@@ -64,13 +64,20 @@ SPAN_TOP_INTERVALS = 3
 :func:`bake_span`)."""
 
 
+def pair_evidence_per_event(ratio: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The conditional binomial's expected log likelihood ratio at ``ratio`` per baseline event,
+    with equal traffic: its KL per event pair times the (1 + r) events. Ratio checks fit their span
+    with it, the histogram shift stream (bucket by bucket) its multipliers."""
+    share = ratio / (1 + ratio)
+    return (1 + ratio) * (share * np.log(2 * share) + (1 - share) * np.log(2 * (1 - share)))
+
+
 def _evidence_per_event(ratio: float, two_sample: bool) -> float:
     """The expected log likelihood ratio at ``ratio`` per bad event the null expects (increasing in
-    ratio > 1): two samples, the conditional binomial's KL per event pair times the (1 + r)
-    events; one sample, the Poisson KL per expected event at the objective."""
+    ratio > 1): two samples, :func:`pair_evidence_per_event`; one sample, the Poisson KL per
+    expected event at the objective."""
     if two_sample:
-        share = ratio / (1 + ratio)
-        return (1 + ratio) * (share * math.log(2 * share) + (1 - share) * math.log(2 * (1 - share)))
+        return float(pair_evidence_per_event(np.asarray(ratio, dtype=float)))
     return ratio * math.log(ratio) - ratio + 1
 
 

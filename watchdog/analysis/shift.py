@@ -30,7 +30,14 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.special import ndtr, ndtri
 
-from watchdog.analysis.eprocess import SPAN_FLOOR_SHARE, SPAN_TOP_INTERVALS, accumulate, evidence, log_mix
+from watchdog.analysis.eprocess import (
+    SPAN_FLOOR_SHARE,
+    SPAN_TOP_INTERVALS,
+    accumulate,
+    evidence,
+    log_mix,
+    pair_evidence_per_event,
+)
 
 SCALE_SPAN = (1.03, 4.0)
 """Latency multipliers bet on: from 3 % slower to 4x, unless a stream is given its own range."""
@@ -124,9 +131,7 @@ def scale_span(
     low_end, high_end = (math.log(math.log(s)) for s in SCALE_SPAN)
     fine = np.exp(np.exp(np.linspace(low_end, high_end, 400)))
     rho = _capped(predicted_ratios(bounds, cumulative, fine))
-    share = rho / (1 + rho)
-    per_event = (1 + rho) * (share * np.log(2 * share) + (1 - share) * np.log(2 * (1 - share)))
-    gain = per_event @ per_interval  # expected evidence per interval, increasing in the scale
+    gain = pair_evidence_per_event(rho) @ per_interval  # per interval, increasing in the scale
     seen = np.flatnonzero(gain * polls >= SPAN_FLOOR_SHARE * log_threshold)
     if seen.size == 0:  # nothing in the range is detectable: the default bets still count
         return SCALE_SPAN
