@@ -229,8 +229,8 @@ def generate(f: Family, *, regressed: bool, index: int, seed: int = 0, before: b
     return Scenario(family=f, regressed=regressed, index=index, recording=recording, truth=truth)
 
 
-BEFORE_POLLS = 60
-"""Intervals of data before the deploy (30 minutes of 30 s polls: what the Watch asks for)."""
+BEFORE_POLLS = 120
+"""Intervals of data before the deploy (the default hour of 30 s polls: what the Watch asks for)."""
 
 
 def _add_before(f: Family, rng: np.random.Generator, checks: dict[str, Any]) -> None:

@@ -84,7 +84,7 @@ async def test_renders_queries_per_arm_and_polls_on_the_grid() -> None:
     times = sorted({at for _, at in provider.queries if at > 1000})
     assert times == [1000.0 + 30 * k for k in range(1, 11)]
     before = sorted({at for _, at in provider.queries if at <= 1000})
-    assert before == [1000.0 - 30 * j for j in range(59, -1, -1)]  # the dispersion reference
+    assert before == [1000.0 - 30 * j for j in range(119, -1, -1)]  # the dispersion reference
     polled = [q for q, at in provider.queries if at > 1000]
     assert 'req{version="v2",code=~"5.."}[30s]' in polled[0]
     assert any('version="v1"' in q for q in polled)
@@ -194,7 +194,7 @@ async def test_histogram_series_are_read_by_le_or_datadogs_upper_bound() -> None
 
 async def test_histogram_reference_is_the_per_interval_history_before_the_deploy() -> None:
     """Before its first poll a histogram asks its query at each poll time of the window before the
-    deploy (newest first, at most 60), for the baseline version; the edges come from their sum and
+    deploy (newest first), for the baseline version; the edges come from their sum and
     each edge's dispersion from their variation."""
 
     def script(query: str, at: float) -> list[Sample]:
@@ -219,6 +219,33 @@ async def test_histogram_reference_is_the_per_interval_history_before_the_deploy
     assert check.reference is not None and check.reference["intervals"] == 20
     assert check.edges == [0.1, 0.5]  # type: ignore[attr-defined]
     assert all(d is not None for d in check.reference["dispersion"])
+
+
+async def test_ratio_reference_covers_the_default_hour_before_the_deploy() -> None:
+    """With the default ``before_window`` (1 h) and 30 s polls a ratio check reads all 120
+    intervals before the deploy, not a capped half of them: its dispersion factor rests on 119
+    degrees of freedom."""
+
+    def script(query: str, at: float) -> list[Sample]:
+        bad = 'code=~"5.."' in query
+        return [Sample({}, float(3 + int(at) % 4) if bad else 1000.0)]
+
+    queries = {"bad": 'e{code=~"5..",version="{version}"}', "total": 't{version="{version}"}'}
+    policy = _policy({"type": "ratio", **queries})
+    provider = FakeMetricsProvider(script)
+    watch = Watch(
+        deployment=deployment(),
+        policy=policy,
+        providers={"prom": provider},
+        clock=VirtualClock(1000.0),
+        stop=asyncio.Event(),
+    )
+    await watch.run()
+    start = watch.deployment.created_at
+    before = sorted({at for _, at in provider.queries if at <= start}, reverse=True)
+    assert before == [start - 30 * j for j in range(120)]
+    reference = watch.analysis.checks["c"].reference
+    assert reference is not None and reference["intervals"] == 120
 
 
 async def test_gauge_values_are_averaged_across_series() -> None:
