@@ -320,25 +320,13 @@ class Watch:
         cfg = check.config
         e = self.deployment.event
         version = e.baseline_version or e.version
-        window = cfg.before_window
-        start = self.deployment.created_at
         try:
             if isinstance(check, RatioCheck):
                 check.set_reference(await self._reference_intervals(check, version))
             elif isinstance(check, HistogramCheck):
                 check.set_reference(await self._reference_histograms(check, version))
             elif isinstance(check, GaugeCheck):
-                assert cfg.query is not None
-                provider = self.providers[cfg.provider]
-                query = self._render(check, "before", cfg.query, self._values(version))
-                count = min(MAX_REFERENCE_POLLS, max(1, int(window // self.policy.interval)))
-                answers = await asyncio.gather(
-                    *(
-                        self._query(provider, cfg.provider, query, start - j * self.policy.interval)
-                        for j in range(count)
-                    )
-                )
-                check.set_reference([_mean(a) for a in answers if a])
+                check.set_reference(await self._reference_values(check, version))
         except (Blind, TemporaryError, PermanentError) as exc:
             log.warning("reference.unavailable", check=cfg.name, reason=str(exc))
             check.set_reference(None)
@@ -355,6 +343,19 @@ class Watch:
             return None if total is None else RatioCounts(bad or 0.0, total)
 
         return await self._history(check, counts)
+
+    async def _reference_values(self, check: GaugeCheck, version: str) -> list[float]:
+        """A gauge's values over the window before the deploy, newest first."""
+        cfg = check.config
+        assert cfg.query is not None
+        provider = self.providers[cfg.provider]
+        query = self._render(check, "before", cfg.query, self._values(version))
+
+        async def value(at: float) -> float | None:
+            got = await self._query(provider, cfg.provider, query, at)
+            return _mean(got) if got else None
+
+        return await self._history(check, value)
 
     async def _reference_histograms(self, check: HistogramCheck, version: str) -> list[Buckets]:
         """Per-interval bucket counts over the window before the deploy."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 
 from watchdog.clock import VirtualClock
@@ -246,6 +247,34 @@ async def test_ratio_reference_covers_the_default_hour_before_the_deploy() -> No
     assert before == [start - 30 * j for j in range(120)]
     reference = watch.analysis.checks["c"].reference
     assert reference is not None and reference["intervals"] == 120
+
+
+async def test_a_gauge_against_an_objective_reads_its_drift_before_the_deploy() -> None:
+    """compare: slo asks the gauge at each poll time of the hour before the deploy (for the
+    baseline version) and keeps that history's autocorrelation; compare: baseline asks nothing
+    before the deploy, since one version's history says nothing about two versions' difference."""
+
+    def script(query: str, at: float) -> list[Sample]:
+        return [Sample({}, 0.4 + 0.01 * math.sin(at / 300))]
+
+    for compare, asked in (({"compare": "slo", "objective": 0.5}, 120), ({}, 0)):
+        provider = FakeMetricsProvider(script)
+        policy = _policy({"type": "gauge", "query": 'avg(cpu{version="{version}"})', **compare})
+        watch = Watch(
+            deployment=deployment(),
+            policy=policy,
+            providers={"prom": provider},
+            clock=VirtualClock(1000.0),
+            stop=asyncio.Event(),
+        )
+        await watch.run()
+        start = watch.deployment.created_at
+        before = [(q, at) for q, at in provider.queries if at <= start]
+        assert len(before) == asked
+        if asked:
+            assert all('version="v1"' in q for q, _ in before)
+            reference = watch.analysis.checks["c"].reference
+            assert reference is not None and reference["autocorrelation"] > 0.9  # a slow sine
 
 
 async def test_gauge_values_are_averaged_across_series() -> None:
