@@ -225,9 +225,10 @@ class CheckConfig(_Section):
     """Which change is bad. Error ratios and latency get worse upward, hence the default."""
     before_window: Duration = 3600.0
     """How far back before the deploy a check reads history, one query per poll interval and at
-    most 60 of them: the reference rate (compare: before), dispersion factors, the range of effects
+    most 120 of them: the reference rate (compare: before), dispersion factors, the range of effects
     a ratio check's test bets on (from what the bake could show at that traffic to what a few polls
-    decide anyway), a histogram's edges and latency distribution. 1h by default."""
+    decide anyway), a histogram's edges and latency distribution, how slowly a gauge against an
+    objective drifts. 1h by default."""
     min_requests: int = Field(default=0, ge=0)
     """Total events (both arms) below which the check is not judged yet (too little traffic)."""
     dry_run: bool = False
