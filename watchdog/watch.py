@@ -346,29 +346,26 @@ class Watch:
 
     async def _reference_values(self, check: GaugeCheck, version: str) -> list[float]:
         """A gauge's values over the window before the deploy, newest first."""
-        cfg = check.config
-        assert cfg.query is not None
-        provider = self.providers[cfg.provider]
-        query = self._render(check, "before", cfg.query, self._values(version))
-
-        async def value(at: float) -> float | None:
-            got = await self._query(provider, cfg.provider, query, at)
-            return _mean(got) if got else None
-
-        return await self._history(check, value)
+        return await self._reference_answers(check, version, _mean)
 
     async def _reference_histograms(self, check: HistogramCheck, version: str) -> list[Buckets]:
         """Per-interval bucket counts over the window before the deploy."""
+        return await self._reference_answers(check, version, _buckets)
+
+    async def _reference_answers(
+        self, check: Check, version: str, read: Callable[[list[Sample]], T]
+    ) -> list[T]:
+        """The check's single query over the window before the deploy, each answer ``read``."""
         cfg = check.config
         assert cfg.query is not None
         provider = self.providers[cfg.provider]
         query = self._render(check, "before", cfg.query, self._values(version))
 
-        async def buckets(at: float) -> Buckets | None:
+        async def one(at: float) -> T | None:
             got = await self._query(provider, cfg.provider, query, at)
-            return _buckets(got) if got else None
+            return read(got) if got else None
 
-        return await self._history(check, buckets)
+        return await self._history(check, one)
 
     async def _history(self, check: Check, fetch: Callable[[float], Awaitable[T | None]]) -> list[T]:
         """``fetch`` at each poll time of the window before the deploy, newest first, at most

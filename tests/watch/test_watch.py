@@ -170,6 +170,17 @@ def _policy(check: dict[str, object]) -> PolicyConfig:
     )
 
 
+def _watch(policy: PolicyConfig, provider: FakeMetricsProvider) -> Watch:
+    """A Watch of the default deployment under ``policy``, its provider ``prom``, from t = 1000."""
+    return Watch(
+        deployment=deployment(),
+        policy=policy,
+        providers={"prom": provider},
+        clock=VirtualClock(1000.0),
+        stop=asyncio.Event(),
+    )
+
+
 async def test_histogram_series_are_read_by_le_or_datadogs_upper_bound() -> None:
     """Bucket series from Prometheus (`le`) and Datadog (`upper_bound`) both become cumulative
     buckets; a slower canary fails, edges chosen from the pre-deploy window."""
@@ -181,13 +192,7 @@ async def test_histogram_series_are_read_by_le_or_datadogs_upper_bound() -> None
         return [Sample({label: "0.1"}, fast), Sample({label: "0.5"}, 395), Sample({label: "+Inf"}, 400)]
 
     policy = _policy({"type": "histogram", "query": 'sum by (le) (rate(h{version="{version}"}[1m]))'})
-    watch = Watch(
-        deployment=deployment(),
-        policy=policy,
-        providers={"prom": FakeMetricsProvider(script)},
-        clock=VirtualClock(1000.0),
-        stop=asyncio.Event(),
-    )
+    watch = _watch(policy, FakeMetricsProvider(script))
     decision = await watch.run()
     assert decision is not None and decision.verdict is Verdict.FAIL
     assert watch.analysis.checks["c"].edges == [0.1]  # type: ignore[attr-defined]
@@ -205,13 +210,7 @@ async def test_histogram_reference_is_the_per_interval_history_before_the_deploy
     provider = FakeMetricsProvider(script)
     query = 'sum by (le) (h{version="{version}"})'
     policy = _policy({"type": "histogram", "query": query, "before_window": "10m"})
-    watch = Watch(
-        deployment=deployment(),
-        policy=policy,
-        providers={"prom": provider},
-        clock=VirtualClock(1000.0),
-        stop=asyncio.Event(),
-    )
+    watch = _watch(policy, provider)
     await watch.run()
     before = [(q, at) for q, at in provider.queries if at <= 1000.0]
     assert [at for _, at in before] == [1000.0 - 30 * j for j in range(20)]
@@ -234,13 +233,7 @@ async def test_ratio_reference_covers_the_default_hour_before_the_deploy() -> No
     queries = {"bad": 'e{code=~"5..",version="{version}"}', "total": 't{version="{version}"}'}
     policy = _policy({"type": "ratio", **queries})
     provider = FakeMetricsProvider(script)
-    watch = Watch(
-        deployment=deployment(),
-        policy=policy,
-        providers={"prom": provider},
-        clock=VirtualClock(1000.0),
-        stop=asyncio.Event(),
-    )
+    watch = _watch(policy, provider)
     await watch.run()
     start = watch.deployment.created_at
     before = sorted({at for _, at in provider.queries if at <= start}, reverse=True)
@@ -260,13 +253,7 @@ async def test_a_gauge_against_an_objective_reads_its_drift_before_the_deploy() 
     for compare, asked in (({"compare": "slo", "objective": 0.5}, 120), ({}, 0)):
         provider = FakeMetricsProvider(script)
         policy = _policy({"type": "gauge", "query": 'avg(cpu{version="{version}"})', **compare})
-        watch = Watch(
-            deployment=deployment(),
-            policy=policy,
-            providers={"prom": provider},
-            clock=VirtualClock(1000.0),
-            stop=asyncio.Event(),
-        )
+        watch = _watch(policy, provider)
         await watch.run()
         start = watch.deployment.created_at
         before = [(q, at) for q, at in provider.queries if at <= start]
@@ -283,13 +270,7 @@ async def test_gauge_values_are_averaged_across_series() -> None:
         return [Sample({"pod": "a"}, level + 0.01 * (at % 7)), Sample({"pod": "b"}, level)]
 
     policy = _policy({"type": "gauge", "query": 'avg(cpu{version="{version}"})', "block": "30s"})
-    watch = Watch(
-        deployment=deployment(),
-        policy=policy,
-        providers={"prom": FakeMetricsProvider(script)},
-        clock=VirtualClock(1000.0),
-        stop=asyncio.Event(),
-    )
+    watch = _watch(policy, FakeMetricsProvider(script))
     decision = await watch.run()
     assert decision is not None and decision.verdict is Verdict.FAIL
     assert "vs" in decision.reason

@@ -626,7 +626,8 @@ class HistogramCheck(Check):
             base = edge_span(share)
             events = (buckets[math.inf] - buckets[edge]) / intervals
             low, high = bake_span(events, self.total_polls, log_bar, two_sample=True, span=base)
-            spans.append((low, min(high, base[1])) if min(high, base[1]) > low * 1.2 else None)
+            high = min(high, base[1])
+            spans.append((low, high) if high > low * 1.2 else None)
         return spans
 
     def observe(self, canary: Buckets, baseline: Buckets | None) -> None:
@@ -848,10 +849,13 @@ def history_autocorrelation(values: list[float]) -> float | None:
     x = np.asarray(values, dtype=float)
     if x.size < MIN_HISTORY_POLLS or not np.ptp(x) > 0:  # (a flat gauge's mean leaves rounding noise)
         return None
-    centred = x - x.mean()
-    spread = float(np.dot(centred, centred))
-    r = float(np.dot(centred[:-1], centred[1:]) / spread)
+    r = _lag_one(x - x.mean())
     return r + (1 + 4 * max(r, 0.0)) / x.size
+
+
+def _lag_one(centred: NDArray[np.float64]) -> float:
+    """The lag-1 autocorrelation of a series already centred on its mean (with some spread)."""
+    return float(np.dot(centred[:-1], centred[1:]) / np.dot(centred, centred))
 
 
 class GaugeCheck(Check):
@@ -949,7 +953,7 @@ class GaugeCheck(Check):
         spread = float(np.dot(centred, centred))
         if spread <= 0:
             return variance
-        r = float(np.dot(centred[:-1], centred[1:]) / spread) + 1 / math.sqrt(polls.size)
+        r = _lag_one(centred) + 1 / math.sqrt(polls.size)
         before = (self.reference or {}).get("autocorrelation") if self.config.compare != "baseline" else None
         if before is not None:  # a bake's few polls cannot see a slow drift; the hour before can
             r = max(r, float(before))
