@@ -9,13 +9,16 @@ import pytest
 from scipy import stats
 from scipy.special import logsumexp, rel_entr
 
+from watchdog.analysis.checks import RatioCounts, dispersion_sum
 from watchdog.analysis.eprocess import (
     MIN_OWN_DOF,
     SPAN,
     SPAN_FLOOR_SHARE,
     SPAN_TOP_INTERVALS,
     SURE_OWN_DOF,
+    SURGE,
     CountStream,
+    _surge_weight,
     bake_span,
     grid,
     prior_dispersion,
@@ -216,6 +219,22 @@ def test_state_round_trips_so_a_resumed_watch_keeps_its_evidence() -> None:
     ignored = CountStream()
     ignored.load_state({"log_e": [1.0, 2.0]})
     assert ignored.e_value == 1.0
+
+
+def test_state_keeps_the_volumes_a_surge_is_measured_against() -> None:
+    """A resumed stream scales its dispersion for a surge as the original would; a state saved
+    before the volumes were kept resumes with the factor for every interval."""
+    rng = np.random.default_rng(3)
+    test = _bursty_history(CountStream())
+    for _ in range(MIN_OWN_DOF + 2):
+        test.update(rng.poisson(30), 3000, rng.poisson(30), 3000)
+    restored = CountStream()
+    restored.load_state(test.to_state())
+    assert restored.phi_at(500.0) == test.phi_at(500.0) > test.phi
+    old = {k: v for k, v in test.to_state().items() if k not in ("own_weight", "prior_weight")}
+    legacy = CountStream()
+    legacy.load_state(old)
+    assert legacy.phi_at(500.0) == legacy.phi == test.phi
 
 
 def test_confidence_sequence_matches_its_prequential_definition() -> None:
@@ -452,3 +471,83 @@ def test_own_dispersion_replaces_a_shock_inflated_prior_early_but_cautiously() -
             level = 0.01 if dof < SURE_OWN_DOF else 0.05
             assert phi == pytest.approx(max(1.0, min(prior, pearson / stats.chi2.ppf(level, dof))))
     assert seen[-1][1] < prior / 10  # binomial splits: the factor comes down toward the 1 they need
+
+
+def _bursty_history(stream: CountStream, events: float = 30.0) -> CountStream:
+    """A window before the deploy whose errors burst like gamma noise with k = 4 at ``events``
+    per interval (factor 1 + 30/4 = 8.5)."""
+    stream.seed_dispersion(8.5 * 119, 119.0, events=events)
+    return stream
+
+
+def test_a_surge_scales_the_dispersion_excess_beyond_twice_the_usual_events() -> None:
+    """Up to SURGE times the events the window saw per interval the factor stays; beyond, its
+    excess over 1 grows in proportion (continuously from SURGE); without a measured volume, or
+    on one sample, every interval keeps the factor."""
+    stream = _bursty_history(CountStream())
+    phi = stream.phi
+    assert phi > 8.5
+    assert stream.phi_at(0.0) == stream.phi_at(SURGE * 30.0) == phi
+    assert stream.phi_at(SURGE * 30.0 + 1e-9) == pytest.approx(phi)
+    assert stream.phi_at(150.0) == pytest.approx(1 + (phi - 1) * (150 / 30 - SURGE + 1))
+    unmeasured = CountStream()
+    unmeasured.seed_dispersion(8.5 * 119, 119.0)
+    assert unmeasured.phi_at(1e6) == unmeasured.phi
+    one_sample = _bursty_history(CountStream(objective=0.01))
+    before = one_sample.log_e.copy()
+    twin = CountStream(objective=0.01)
+    twin.seed_dispersion(8.5 * 119, 119.0)  # the same factor, no volume: the same evidence
+    for stream_ in (one_sample, twin):
+        stream_.update(300, 3000)
+    assert not np.array_equal(before, one_sample.log_e)
+    np.testing.assert_array_equal(one_sample.log_e, twin.log_e)
+
+
+def test_the_surge_weight_sees_the_events_not_their_split() -> None:
+    """What scales the factor may depend on the interval's bad events, which the test conditions
+    on, and on the past, never on the canary's share of them; a regression's own extra events are
+    taken out at the effect estimated so far, and a quiet service's chance pair is no surge."""
+    assert _surge_weight(200, 1000, 1000, 1.0) == _surge_weight(200, 1000, 1000, 1.0)
+    stream_a, stream_b = (_bursty_history(CountStream()) for _ in range(2))
+    stream_a.update(200, 1000, 0, 1000)
+    stream_b.update(0, 1000, 200, 1000)
+    assert stream_a.disp[1] == stream_b.disp[1] == 0  # the first interval adds no dof
+    half = (math.sqrt(200) - 1) ** 2 / 2
+    assert _surge_weight(200, 1000, 1000, 1.0) == pytest.approx(half)
+    assert _surge_weight(300, 1000, 1000, 2.0) == pytest.approx(half)  # x2 on the canary's half
+    assert _surge_weight(300, 1000, 1000, 0.5) == _surge_weight(300, 1000, 1000, 1.0)
+    assert _surge_weight(2, 1000, 1000, 1.0) < 0.1
+
+
+def test_shared_surges_on_bursty_errors_keep_false_rollbacks_under_alpha() -> None:
+    """Healthy deploys of a service whose errors burst per version (gamma, k = 4, 30 errors per
+    interval) and, one interval in ten, surge x3-x10 on both versions at once (a shared
+    dependency failing). The window before cannot tell the surges from bursts; the stream's own
+    estimate takes over and averages them in. Judged with that average factor, a surge's bursts
+    (a factor of 20-80 on those intervals) crossed the bars (alpha split between the e-process
+    and the late-onset detector, as a check splits it) in 25 of 300 runs; scaled with the surge,
+    the rate stays under alpha."""
+    rng = np.random.default_rng(11)
+    alpha, runs, polls, n = 0.01, 300, 60, 3000
+
+    def errors(size: int) -> tuple[np.ndarray, np.ndarray]:
+        shock = np.where(rng.random(size) < 0.1, rng.uniform(3, 10, size), 1.0)
+        rate = 0.01 * shock
+        return (
+            rng.poisson(n * rate * rng.gamma(4.0, 0.25, size)),
+            rng.poisson(n * rate * rng.gamma(4.0, 0.25, size)),
+        )
+
+    alarms = 0
+    for _ in range(runs):
+        history, _unused = errors(120)
+        pearson, dof = dispersion_sum([RatioCounts(float(b), float(n)) for b in history])
+        stream = CountStream()
+        stream.seed_dispersion(pearson, dof, events=float(history.mean()))
+        canary, baseline = errors(polls)
+        for c, b in zip(canary, baseline, strict=True):
+            stream.update(float(c), n, float(b), n)
+            if stream.e_value >= 2 / alpha or stream.log_detector >= math.log(2 * polls / alpha):
+                alarms += 1
+                break
+    assert _under_alpha(alarms, runs, alpha), alarms
