@@ -138,12 +138,14 @@ def oracle(s: Scenario, alpha: float) -> float | None:
 
 def dispersion_factor(s: Scenario, lam: Array) -> Array | float:
     """The true variance inflation of an interval's bad count under gamma bursts with shape k:
-    ``1 + mu / k`` for an expected ``mu`` bad events (1 without bursts). The oracle divides its
-    log-likelihood ratio by it (a quasi-likelihood), as if it knew the burst process too."""
+    ``1 + mu / k`` for an expected ``mu`` bad events (1 without bursts), a shared shock's
+    included. The oracle divides its log-likelihood ratio by it (a quasi-likelihood), as if it
+    knew the burst process and every shock too."""
     f = s.family
     if f.dispersion <= 0:
         return 1.0
-    return 1.0 + lam * f.p / f.dispersion
+    shock = s.truth.shock if s.truth.shock.size else 1.0
+    return 1.0 + lam * f.p * shock / f.dispersion
 
 
 def _ratios(bad: Array, total: Array) -> Array:

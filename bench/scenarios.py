@@ -127,6 +127,8 @@ class Truth:
     """latency: baseline bucket probabilities (non-cumulative, ``len(BUCKET_KEYS)``)."""
     q_c: NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 0)))
     """latency: nominal canary bucket probabilities per interval."""
+    shock: NDArray[np.float64] = field(default_factory=lambda: np.ones(0))
+    """The shared shock's multiplier of both arms' error rates per interval (1 without one)."""
 
 
 @dataclass
@@ -207,7 +209,7 @@ def generate(f: Family, *, regressed: bool, index: int, seed: int = 0, before: b
             [int(t), {"bad": int(b), "total": int(n)}] for t, b, n in zip(ends, bad_b, n_b, strict=True)
         ]
     checks["errors"] = errors
-    truth = Truth(onset=onset, lam_c=lam_c, lam_b=lam_b, rho=rho_nominal)
+    truth = Truth(onset=onset, lam_c=lam_c, lam_b=lam_b, rho=rho_nominal, shock=shock)
 
     if f.kind == "latency":
         q_b = latency_probs(f, regressed=False)
@@ -286,6 +288,8 @@ def _families() -> dict[str, Family]:
                note="independent error bursts per arm and interval, gamma k = 4 (CV 0.5)"),
         Family("shock-x1.5", "ratio", rps=100, p=0.01, effect=1.5, shock_prob=0.1,
                note="10 % of intervals: both arms' error rate x3-x10"),
+        Family("shock-od-x2", "ratio", rps=100, p=0.01, effect=2, shock_prob=0.1, dispersion=4.0,
+               note="both: shared shocks on top of per-arm bursts (which grow with the shock)"),
         Family("late-x1.5", "ratio", rps=100, p=0.005, effect=1.5, onset_min=(10, 20), bake_min=60,
                note="the regression starts at minute 10-20"),
         Family("ramp-x2", "ratio", rps=100, p=0.005, effect=2, split=(0.1, 0.25, 0.5),

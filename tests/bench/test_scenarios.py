@@ -12,7 +12,17 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from bench.baselines import METHODS, applies, histogram_quantile, kayenta, naive, oracle, threshold
+from bench.baselines import (
+    METHODS,
+    applies,
+    dispersion_factor,
+    histogram_quantile,
+    kayenta,
+    naive,
+    oracle,
+    ratio_series,
+    threshold,
+)
 from bench.decisions import Run, aggregate, clopper_pearson_upper, engine_config, table
 from bench.scenarios import BUCKET_KEYS, FAMILIES, Family, Scenario, generate
 from watchdog.config.loader import load_config_text
@@ -191,3 +201,20 @@ def test_aggregate_counts_false_rollbacks_power_and_delay_from_onset() -> None:
     assert engine.delay(0.5) == pytest.approx(10.0) and ora.delay(0.5) == pytest.approx(5.5)
     text = table(rows, [f], markdown=True)
     assert "| **late-x1.5** | engine |" in text and "1.82" in text  # 10 min / 5.5 min
+
+
+def test_the_oracle_knows_each_shock_and_the_bursts_it_multiplies() -> None:
+    """Bursts grow with the volume they burst on: in a shocked interval the oracle's dispersion
+    factor is 1 + mu*S/k, from the shock the simulator drew (which both arms' errors show)."""
+    f = FAMILIES["shock-od-x2"]
+    s = generate(f, regressed=False, index=4)
+    shock = s.truth.shock
+    assert shock.shape == (f.polls,) and (shock > 1).any() and (shock == 1).any()
+    factor = dispersion_factor(s, s.truth.lam_b)
+    assert isinstance(factor, np.ndarray)
+    np.testing.assert_allclose(factor, 1 + s.truth.lam_b * f.p * shock / f.dispersion)
+    _, bad_c, _, bad_b, _ = ratio_series(s)
+    assert bad_b is not None
+    hit = shock > 1
+    assert (bad_c + bad_b)[hit].mean() > 2 * (bad_c + bad_b)[~hit].mean()
+    assert dispersion_factor(generate(FAMILIES["shock-x1.5"], regressed=False, index=4), s.truth.lam_b) == 1.0
