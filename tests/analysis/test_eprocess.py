@@ -551,3 +551,24 @@ def test_shared_surges_on_bursty_errors_keep_false_rollbacks_under_alpha() -> No
                 alarms += 1
                 break
     assert _under_alpha(alarms, runs, alpha), alarms
+
+
+def test_a_lopsided_surge_cannot_hide_its_own_residual() -> None:
+    """The effect a residual is measured around weighs this interval no more than a typical one.
+    Ten even intervals of 20 errors, then a surge of 259 split 240 to 19: fitted at full weight,
+    the surge would pull the effect to x2.9 and leave itself a residual of about 46; with its
+    weight capped at a typical interval's, the effect stays near x1.2 and the residual is the
+    lopsided split it is."""
+    stream = CountStream()
+    for _ in range(10):
+        stream.update(10, 1000, 10, 1000)
+    before = stream.disp[0]
+    stream.update(240, 1000, 19, 1000)
+    weight = 20 / 259
+    total = 10_000 + weight * 1000
+    rho = ((100 + weight * 240 + 0.5) / total) / ((100 + weight * 19 + 0.5) / total)
+    share = rho / (rho + 1)
+    factor = (2000 - 259) / 1999
+    expected = (240 - 259 * share) ** 2 / (259 * share * (1 - share) * factor)
+    assert stream.disp[0] - before == pytest.approx(expected)
+    assert expected > 100
