@@ -11,6 +11,7 @@ from scipy import stats
 from scipy.special import rel_entr
 
 from watchdog.analysis import HistogramCheck
+from watchdog.analysis.checks import RatioCounts, dispersion_sum
 from watchdog.analysis.eprocess import SPAN_TOP_INTERVALS, CountStream
 from watchdog.analysis.shift import (
     RATIO_CAP,
@@ -18,6 +19,7 @@ from watchdog.analysis.shift import (
     SCALES,
     ShiftStream,
     predicted_ratios,
+    scale_dispersion,
     scale_grid,
     scale_span,
 )
@@ -263,3 +265,46 @@ def test_one_baseline_request_in_a_bucket_the_history_never_saw_costs_little() -
     plain.update(cumulative(canary), cumulative(baseline), 1.0)
     unlucky.update(cumulative(canary), cumulative(moved), 1.0)
     assert plain.log_e_value - unlucky.log_e_value < 3
+
+
+def test_scale_dispersion_sees_latencies_that_wobble_together() -> None:
+    """Independent requests: the scale direction's X^2 / dof is about 1. Each interval's latencies
+    scaled as one (x exp(N(0, 0.2))): it is several times 1, and more than any single edge's
+    dispersion factor shows, since every bucket moves the same way at once."""
+    rng = np.random.default_rng(41)
+
+    def history(sigma: float) -> list[list[float]]:
+        rows = []
+        for _ in range(120):
+            counts = rng.multinomial(1500, lognormal_probs(0.08 * math.exp(rng.normal(0, sigma))))
+            cum = cumulative(counts)
+            rows.append([cum[b] for b in BOUNDS] + [cum[math.inf]])
+        return rows
+
+    pearson, dof = scale_dispersion(BOUNDS, history(0.0))
+    assert dof == 119
+    assert stats.chi2.ppf(0.001, dof) < pearson < stats.chi2.ppf(0.999, dof)
+    wobbly = history(0.2)
+    pearson, dof = scale_dispersion(BOUNDS, wobbly)
+    assert pearson / dof > 5
+    for i in range(len(BOUNDS)):
+        slow = [RatioCounts(row[-1] - row[i], row[-1]) for row in wobbly]
+        edge_pearson, edge_dof = dispersion_sum(slow)
+        assert edge_dof == 0 or edge_pearson / edge_dof < pearson / dof
+    assert scale_dispersion(BOUNDS, wobbly[:1]) == (0.0, 0.0)
+
+
+def test_a_histogram_check_floors_its_shift_dispersion_at_the_whole_distributions() -> None:
+    """The window before gives the check the scale direction's dispersion (at its 75 % bound on
+    the excess), and the shift stream is judged with at least that, whatever the edges say."""
+    rng = np.random.default_rng(42)
+    config = CheckConfig.model_validate({"name": "l", "type": "histogram", "provider": "p", "query": "q"})
+    check = HistogramCheck(config, 0.01, 60)
+    medians = 0.08 * np.exp(rng.normal(0, 0.2, 120))
+    check.set_reference([cumulative(rng.multinomial(1500, lognormal_probs(m))) for m in medians])
+    assert check.reference is not None
+    whole = check.reference["shift_dispersion"]
+    assert whole > max(check.reference["dispersion"])
+    assert check._shift_phi() == whole
+    poll = cumulative(rng.multinomial(1500, lognormal_probs(0.08)))
+    assert check._shift_phi(poll, poll) == whole

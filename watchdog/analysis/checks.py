@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 from scipy import special
 
 from watchdog.analysis.eprocess import SPAN, CountStream, bake_span, prior_dispersion
-from watchdog.analysis.shift import SCALE_SPAN, ShiftStream, scale_span
+from watchdog.analysis.shift import SCALE_SPAN, ShiftStream, scale_dispersion, scale_span
 from watchdog.config.models import CheckConfig
 from watchdog.model import CheckReport, Verdict
 
@@ -566,6 +566,10 @@ class HistogramCheck(Check):
                 stream.seed_dispersion(pearson, dof, events=sum(c.bad for c in slow) / len(slow))
             dispersion.append(max(1.0, pearson / dof) if dof >= 1 else None)
         self.reference["dispersion"] = dispersion
+        bounds = sorted(le for le in usable[0] if math.isfinite(le) and le > 0)
+        pearson, dof = scale_dispersion(bounds, [[b[le] for le in bounds] + [b[math.inf]] for b in usable])
+        whole = prior_dispersion(pearson, dof, excess_only=True) if dof >= 1 else None
+        self.reference["shift_dispersion"] = whole
         self._start_shift(summed, len(usable))  # after the dispersion its span is fitted with
 
     def _choose_edges(self, buckets: Buckets, intervals: int) -> None:
@@ -656,7 +660,7 @@ class HistogramCheck(Check):
             self.polls -= 1
             return
         if self.shift is not None and baseline is not None:
-            self.shift.update(canary, baseline, self._shift_phi())
+            self.shift.update(canary, baseline, self._shift_phi(canary, baseline))
         for edge, stream in zip(self.edges, self.streams, strict=True):
             slow_c = canary[math.inf] - canary[edge]
             if two_sample:
@@ -685,14 +689,22 @@ class HistogramCheck(Check):
             return edges
         return self._log_mean([getattr(self.shift, statistic), edges])
 
-    def _shift_phi(self) -> float:
+    def _shift_phi(self, canary: Buckets | None = None, baseline: Buckets | None = None) -> float:
         """The dispersion the shift stream judges a poll with: the largest of the edges' (before
         they learn from the poll), among the edges whose dispersion the history measured. An edge
         the history had no slow request at has only the assumed, cautious one, which would slow
-        the whole stream for want of data rather than because of any burst."""
-        measured = (self.reference or {}).get("dispersion") or []
-        phis = [s.phi for s, m in zip(self.streams, measured, strict=False) if m is not None]
-        return max(phis or [s.phi for s in self.streams])
+        the whole stream for want of data rather than because of any burst. Given the poll's
+        buckets, each edge's factor is the one it judges the poll with, grown where a surge of slow
+        requests hit both versions (see :meth:`CountStream.phi_at`)."""
+        reference = self.reference or {}
+        measured = reference.get("dispersion") or []
+        whole = float(reference.get("shift_dispersion") or 1.0)
+        pairs = list(zip(self.streams, self.edges, strict=True))
+        pairs = [p for p, m in zip(pairs, measured, strict=False) if m is not None] or pairs
+        if canary is None or baseline is None:
+            return max(whole, *(s.phi for s, _ in pairs))
+        n_c, n_b = canary[math.inf], baseline[math.inf]
+        return max(whole, *(s.interval_phi(n_c - canary[e] + n_b - baseline[e], n_c, n_b) for s, e in pairs))
 
     def _start_shift(self, buckets: Buckets, intervals: int) -> None:
         """The shift stream, for "slower is worse" against a concurrent baseline, from the
