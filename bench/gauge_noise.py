@@ -27,11 +27,10 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
-from scipy.stats import beta
 
+from bench.checkrun import rate_cells, rolled_back
 from watchdog.analysis.checks import GaugeCheck
 from watchdog.config.models import CheckConfig
-from watchdog.model import Verdict
 
 POLLS, INTERVAL, HISTORY, LEVEL, SD = 60, 30.0, 120, 0.4, 0.05
 SETTINGS = ("baseline", "slo", "slo, no history")
@@ -59,12 +58,8 @@ def run(rng: np.random.Generator, setting: str, r: float, shift: float, block: s
         check.set_reference(list(LEVEL + ar1(rng, r, HISTORY))[::-1] if history else None)
     canary = LEVEL + shift + ar1(rng, r, POLLS)
     baseline = LEVEL + ar1(rng, r, POLLS) if setting == "baseline" else [None] * POLLS
-    for c, b in zip(canary, baseline, strict=True):
-        check.observe(float(c), None if b is None else float(b))
-        if check.verdict(final=False) is Verdict.FAIL:
-            return True
-    check.finish()
-    return check.verdict(final=True) is Verdict.FAIL
+    polls = ((float(c), None if b is None else float(b)) for c, b in zip(canary, baseline, strict=True))
+    return rolled_back(check, polls)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,11 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     for r in (float(x) for x in args.correlations.split(",")):
         for setting in SETTINGS:
             alarms = sum(run(rng, setting, r, 0.0, args.block) for _ in range(args.runs))
-            upper = float(beta.ppf(0.95, alarms + 1, args.runs - alarms)) if alarms < args.runs else 1.0
+            rate, upper = rate_cells(alarms, args.runs)
             power_runs = max(1, args.runs // 5)
             power = sum(run(rng, setting, r, SD, args.block) for _ in range(power_runs)) / power_runs
-            rate = f"{100 * alarms / args.runs:.2f} % ({alarms}/{args.runs})"
-            print(f"{r:>4g}  {setting:<16}{rate:>18}{100 * upper:>10.2f} %{power:>8.2f}")
+            print(f"{r:>4g}  {setting:<16}{rate:>18}{upper:>12}{power:>8.2f}")
     return 0
 
 
