@@ -481,9 +481,9 @@ def _bursty_history(stream: CountStream, events: float = 30.0) -> CountStream:
 
 
 def test_a_surge_scales_the_dispersion_excess_beyond_twice_the_usual_events() -> None:
-    """Up to SURGE times the events the window saw per interval the factor stays; beyond, its
-    excess over 1 grows in proportion (continuously from SURGE); without a measured volume, or
-    on one sample, every interval keeps the factor."""
+    """Up to SURGE times the volume the window saw per interval the factor stays; beyond, its
+    excess over 1 grows in proportion (continuously from SURGE); without a measured volume every
+    interval keeps the factor. Two samples measure the volume in bad events, one in requests."""
     stream = _bursty_history(CountStream())
     phi = stream.phi
     assert phi > 8.5
@@ -493,14 +493,19 @@ def test_a_surge_scales_the_dispersion_excess_beyond_twice_the_usual_events() ->
     unmeasured = CountStream()
     unmeasured.seed_dispersion(8.5 * 119, 119.0)
     assert unmeasured.phi_at(1e6) == unmeasured.phi
-    one_sample = _bursty_history(CountStream(objective=0.01))
-    before = one_sample.log_e.copy()
+    one_sample = CountStream(objective=0.01)
+    one_sample.seed_dispersion(8.5 * 119, 119.0, events=30.0, requests=3000.0)
+    assert one_sample.prior_weight == 3000.0
     twin = CountStream(objective=0.01)
-    twin.seed_dispersion(8.5 * 119, 119.0)  # the same factor, no volume: the same evidence
+    twin.seed_dispersion(8.5 * 119, 119.0)  # the same factor, no volume
     for stream_ in (one_sample, twin):
-        stream_.update(300, 3000)
-    assert not np.array_equal(before, one_sample.log_e)
+        stream_.update(30, 3000)  # an ordinary interval: the same evidence
     np.testing.assert_array_equal(one_sample.log_e, twin.log_e)
+    for stream_ in (one_sample, twin):
+        stream_.update(300, 30_000)  # ten times the traffic: the factor grows, the evidence shrinks
+    surge = one_sample.phi_at((math.sqrt(30_000) - 1) ** 2)
+    assert surge == pytest.approx(1 + (phi - 1) * ((math.sqrt(30_000) - 1) ** 2 / 3000 - SURGE + 1))
+    assert np.all(np.abs(one_sample.log_e) < np.abs(twin.log_e))
 
 
 def test_the_surge_weight_sees_the_events_not_their_split() -> None:

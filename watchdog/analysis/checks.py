@@ -314,7 +314,8 @@ class RatioCheck(Check):
             rebuild = True
         if rebuild:  # the objective or the span changed: the stream has seen no interval yet
             self.stream = self._new_stream()
-        self.stream.seed_dispersion(pearson, dof, events=bad / len(usable) if usable else None)
+        per = len(usable) or 1  # no intervals: no dof either, and nothing is seeded
+        self.stream.seed_dispersion(pearson, dof, events=bad / per, requests=total / per)
 
     def _bake_span(
         self, bad: float, total: float, intervals: int, pearson: float, dof: float
@@ -563,7 +564,12 @@ class HistogramCheck(Check):
             slow = [RatioCounts(b[math.inf] - b[edge], b[math.inf]) for b in usable if edge in b]
             pearson, dof = dispersion_sum(slow)
             if dof >= 1:
-                stream.seed_dispersion(pearson, dof, events=sum(c.bad for c in slow) / len(slow))
+                stream.seed_dispersion(
+                    pearson,
+                    dof,
+                    events=sum(c.bad for c in slow) / len(slow),
+                    requests=sum(c.total for c in slow) / len(slow),
+                )
             dispersion.append(max(1.0, pearson / dof) if dof >= 1 else None)
         self.reference["dispersion"] = dispersion
         bounds = sorted(le for le in usable[0] if math.isfinite(le) and le > 0)

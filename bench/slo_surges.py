@@ -1,0 +1,84 @@
+"""Ratio checks against an objective on bursty errors whose traffic surges: false rollbacks.
+
+    .venv/bin/python bench/slo_surges.py [--runs 1000] [--seed 1] [--rps 10,100] [--shape 1,4]
+                                         [--surges 0,0.1]
+
+A check against an SLO has nothing that cancels a surge: more requests bring more errors, and
+bursts of errors (gamma noise on the rate, shape ``k``) grow with the traffic they burst on. This
+feeds :class:`~watchdog.analysis.checks.RatioCheck` (``compare: slo``, objective 1 %, alone at
+alpha 1 %, 30 min bake of 30 s polls, the hour before the deploy as the Watch reads it) healthy
+deploys running exactly at the objective and prints per cell the share rolled back, with its
+one-sided 95 % Clopper-Pearson upper bound:
+
+- requests per interval ~ Poisson(``rps`` * 30 * S), S = 1, or x3-x10 in a share ``surges`` of
+  the intervals (the window before the deploy has them too);
+- bad requests ~ Binomial(requests, 1 % * G), G ~ Gamma(k, 1/k) per interval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+
+from bench.checkrun import rate_cells, rolled_back
+from watchdog.analysis.checks import RatioCheck, RatioCounts
+from watchdog.config.models import CheckConfig
+
+POLLS, HISTORY, INTERVAL_S, OBJECTIVE = 60, 120, 30, 0.01
+SURGE_RANGE = (3.0, 10.0)
+CONFIG = CheckConfig.model_validate(
+    {"name": "errors", "type": "ratio", "provider": "p", "bad": "b", "total": "t"}
+    | {"compare": "slo", "objective": OBJECTIVE}
+)
+
+
+def intervals(
+    rng: np.random.Generator, n: int, rps: float, shape: float, surges: float
+) -> list[RatioCounts]:
+    """``n`` intervals of the service: traffic surging in a share ``surges`` of them, errors at
+    the objective times gamma bursts of shape ``shape``."""
+    surge = np.where(rng.random(n) < surges, rng.uniform(*SURGE_RANGE, n), 1.0)
+    total = rng.poisson(rps * INTERVAL_S * surge)
+    burst = rng.gamma(shape, 1.0 / shape, n)
+    bad = rng.binomial(total, np.minimum(1.0, OBJECTIVE * burst))
+    return [RatioCounts(float(b), float(t)) for b, t in zip(bad, total, strict=True)]
+
+
+def run(rng: np.random.Generator, rps: float, shape: float, surges: float) -> bool:
+    """One healthy deploy: True when the check rolled it back within the bake (end look included)."""
+    check = RatioCheck(CONFIG, 0.01, POLLS)
+    check.set_reference(intervals(rng, HISTORY, rps, shape, surges)[::-1])  # newest first
+    return rolled_back(check, ((c, None) for c in intervals(rng, POLLS, rps, shape, surges)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=1000, help="healthy runs per cell")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--rps", default="10,100", help="requests per second in ordinary intervals")
+    parser.add_argument("--shape", default="1,4", help="gamma shape of the error bursts (CV 1/sqrt(k))")
+    parser.add_argument("--surges", default="0,0.1", help="share of intervals with x3-x10 the traffic")
+    args = parser.parse_args(argv)
+    rng = np.random.default_rng(args.seed)
+    print(
+        f"bench/slo_surges.py --runs {args.runs} --seed {args.seed}: one ratio check against "
+        f"{OBJECTIVE:.0%}, alpha 0.01, {POLLS} polls of {INTERVAL_S} s, {HISTORY} intervals before"
+    )
+    print(f"{'rps':>5}{'shape':>7}{'surges':>8}{'false rollbacks':>20}{'95 % upper':>12}")
+    for rps in (float(x) for x in args.rps.split(",")):
+        for shape in (float(x) for x in args.shape.split(",")):
+            for share in (float(x) for x in args.surges.split(",")):
+                alarms = sum(run(rng, rps, shape, share) for _ in range(args.runs))
+                rate, upper = rate_cells(alarms, args.runs)
+                print(f"{rps:>5g}{shape:>7g}{share:>8g}{rate:>20}{upper:>12}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
