@@ -31,7 +31,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import numpy as np
 from scipy.stats import norm
 
-from bench.checkrun import rate_cells, rolled_back
+from bench.checkrun import false_rollback_grid, rolled_back
 from watchdog.analysis.checks import HistogramCheck
 from watchdog.config.models import CheckConfig
 
@@ -90,13 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         f"bench/latency_noise.py --runs {args.runs} --seed {args.seed}: one histogram check, alpha 0.01, "
         f"{POLLS} polls of {INTERVAL_S} s, {HISTORY} intervals before the deploy"
     )
-    print(f"{'rps':>5}{'wobble':>8}{'surges':>8}{'false rollbacks':>20}{'95 % upper':>12}")
-    for rps in (float(x) for x in args.rps.split(",")):
-        for wobble in (float(x) for x in args.wobble.split(",")):
-            for share in (float(x) for x in args.surges.split(",")):
-                alarms = sum(run(rng, rps, wobble, share) for _ in range(args.runs))
-                rate, upper = rate_cells(alarms, args.runs)
-                print(f"{rps:>5g}{wobble:>8g}{share:>8g}{rate:>20}{upper:>12}")
+    axes = [("rps", args.rps, 5), ("wobble", args.wobble, 8), ("surges", args.surges, 8)]
+    false_rollback_grid(rng, args.runs, axes, run)
     return 0
 
 

@@ -26,7 +26,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import numpy as np
 
-from bench.checkrun import rate_cells, rolled_back
+from bench.checkrun import false_rollback_grid, rolled_back
 from watchdog.analysis.checks import RatioCheck, RatioCounts
 from watchdog.config.models import CheckConfig
 
@@ -70,13 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         f"bench/slo_surges.py --runs {args.runs} --seed {args.seed}: one ratio check against "
         f"{OBJECTIVE:.0%}, alpha 0.01, {POLLS} polls of {INTERVAL_S} s, {HISTORY} intervals before"
     )
-    print(f"{'rps':>5}{'shape':>7}{'surges':>8}{'false rollbacks':>20}{'95 % upper':>12}")
-    for rps in (float(x) for x in args.rps.split(",")):
-        for shape in (float(x) for x in args.shape.split(",")):
-            for share in (float(x) for x in args.surges.split(",")):
-                alarms = sum(run(rng, rps, shape, share) for _ in range(args.runs))
-                rate, upper = rate_cells(alarms, args.runs)
-                print(f"{rps:>5g}{shape:>7g}{share:>8g}{rate:>20}{upper:>12}", flush=True)
+    axes = [("rps", args.rps, 5), ("shape", args.shape, 7), ("surges", args.surges, 8)]
+    false_rollback_grid(rng, args.runs, axes, run)
     return 0
 
 
