@@ -512,11 +512,20 @@ def test_the_surge_weight_sees_the_events_not_their_split() -> None:
     """What scales the factor may depend on the interval's bad events, which the test conditions
     on, and on the past, never on the canary's share of them; a regression's own extra events are
     taken out at the effect estimated so far, and a quiet service's chance pair is no surge."""
-    assert _surge_weight(200, 1000, 1000, 1.0) == _surge_weight(200, 1000, 1000, 1.0)
-    stream_a, stream_b = (_bursty_history(CountStream()) for _ in range(2))
-    stream_a.update(200, 1000, 0, 1000)
-    stream_b.update(0, 1000, 200, 1000)
-    assert stream_a.disp[1] == stream_b.disp[1] == 0  # the first interval adds no dof
+    judged: list[float] = []
+
+    class Spy(CountStream):
+        def _update_two_sample(self, *args: float) -> None:
+            judged.append(args[4])  # the factor this interval is judged with
+            super()._update_two_sample(*args)
+
+    for split in ((240, 19), (19, 240), (130, 129)):  # one surge, three ways to share it
+        spy = _bursty_history(Spy())
+        for c, b in ((30, 22), (25, 34), (40, 28), (27, 31), (33, 20)):  # the same past each time
+            spy.update(c, 1000, b, 1000)
+        spy.update(*(float(x) for x in (split[0], 1000, split[1], 1000)))
+    surge_factors = judged[5::6]
+    assert surge_factors[0] == surge_factors[1] == surge_factors[2] > judged[4]
     half = (math.sqrt(200) - 1) ** 2 / 2
     assert _surge_weight(200, 1000, 1000, 1.0) == pytest.approx(half)
     assert _surge_weight(300, 1000, 1000, 2.0) == pytest.approx(half)  # x2 on the canary's half
