@@ -130,8 +130,12 @@ def oracle(s: Scenario, alpha: float) -> float | None:
         llr = _binom_llr(bad_c, tot_c, p1, p0) / dispersion_factor(s, truth.lam_c)
         return _first_crossing(times, np.cumsum(llr), bound)
     assert bad_b is not None
-    theta0 = truth.lam_c / (truth.lam_c + truth.lam_b)
-    theta1 = truth.rho * truth.lam_c / (truth.rho * truth.lam_c + truth.lam_b)
+    # an arm's own spikes move the canary's expected share; the oracle knows each one
+    spike_c = truth.spike_c if truth.spike_c.size else 1.0
+    spike_b = truth.spike_b if truth.spike_b.size else 1.0
+    lam_c, lam_b = truth.lam_c * spike_c, truth.lam_b * spike_b
+    theta0 = lam_c / (lam_c + lam_b)
+    theta1 = truth.rho * lam_c / (truth.rho * lam_c + lam_b)
     llr = _binom_llr(bad_c, bad_c + bad_b, theta1, theta0) / dispersion_factor(s, truth.lam_b)
     return _first_crossing(times, np.cumsum(llr), bound)
 

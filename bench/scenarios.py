@@ -83,6 +83,10 @@ class Family:
     shock_prob: float = 0.0
     """Chance per interval of a shock that multiplies both arms' error rates alike."""
     shock_range: tuple[float, float] = (3.0, 10.0)
+    spike_prob: float = 0.0
+    """Chance per interval and arm of a spike that multiplies that arm's error rate alone (one
+    version's pod restarting, a cold cache): independent between the arms."""
+    spike_range: tuple[float, float] = (2.0, 6.0)
     onset_min: tuple[float, float] = (0.0, 0.0)
     """The regression starts at a uniform time in this range (minutes since the deploy)."""
     split: tuple[float, ...] = ()
@@ -129,6 +133,9 @@ class Truth:
     """latency: nominal canary bucket probabilities per interval."""
     shock: NDArray[np.float64] = field(default_factory=lambda: np.ones(0))
     """The shared shock's multiplier of both arms' error rates per interval (1 without one)."""
+    spike_c: NDArray[np.float64] = field(default_factory=lambda: np.ones(0))
+    spike_b: NDArray[np.float64] = field(default_factory=lambda: np.ones(0))
+    """Each arm's own spike multiplier of its error rate per interval (1 without one)."""
 
 
 @dataclass
@@ -194,9 +201,14 @@ def generate(f: Family, *, regressed: bool, index: int, seed: int = 0, before: b
     else:
         g_c = g_b = np.ones(T)
     shock = np.where(rng.random(T) < f.shock_prob, rng.uniform(*f.shock_range, T), 1.0)
+    spike_c, spike_b = np.ones(T), np.ones(T)
+    if f.spike_prob > 0:  # drawn only then, so that the other families' runs stay as they were
+        spike_c, spike_b = (
+            np.where(rng.random(T) < f.spike_prob, rng.uniform(*f.spike_range, T), 1.0) for _ in range(2)
+        )
     err_rho = rho if f.kind != "latency" else np.ones(T)
-    bad_c = rng.binomial(n_c, np.minimum(1.0, f.p * g_c * shock * err_rho))
-    bad_b = rng.binomial(n_b, np.minimum(1.0, f.p * g_b * shock))
+    bad_c = rng.binomial(n_c, np.minimum(1.0, f.p * g_c * shock * spike_c * err_rho))
+    bad_b = rng.binomial(n_b, np.minimum(1.0, f.p * g_b * shock * spike_b))
 
     checks: dict[str, Any] = {}
     errors: dict[str, Any] = {
@@ -209,7 +221,9 @@ def generate(f: Family, *, regressed: bool, index: int, seed: int = 0, before: b
             [int(t), {"bad": int(b), "total": int(n)}] for t, b, n in zip(ends, bad_b, n_b, strict=True)
         ]
     checks["errors"] = errors
-    truth = Truth(onset=onset, lam_c=lam_c, lam_b=lam_b, rho=rho_nominal, shock=shock)
+    truth = Truth(
+        onset=onset, lam_c=lam_c, lam_b=lam_b, rho=rho_nominal, shock=shock, spike_c=spike_c, spike_b=spike_b
+    )
 
     if f.kind == "latency":
         q_b = latency_probs(f, regressed=False)
@@ -242,7 +256,7 @@ def _add_before(f: Family, rng: np.random.Generator, checks: dict[str, Any]) -> 
     and picks its histogram edges from the bucket counts; the other methods ignore it.
 
     ``BEFORE_POLLS`` per-interval points at times 0, -30, -60, ... drawn from the baseline's
-    process: ratio counts (bursts and shocks included), and for latency families the bucket counts
+    process: ratio counts (bursts, shocks and spikes included), and for latency families the bucket counts
     of the same requests' latencies."""
     step = float(f.interval_s)
     k = BEFORE_POLLS
@@ -250,6 +264,8 @@ def _add_before(f: Family, rng: np.random.Generator, checks: dict[str, Any]) -> 
     n = rng.poisson(np.full(k, f.rps * step))
     g = rng.gamma(f.dispersion, 1.0 / f.dispersion, k) if f.dispersion > 0 else np.ones(k)
     shock = np.where(rng.random(k) < f.shock_prob, rng.uniform(*f.shock_range, k), 1.0)
+    if f.spike_prob > 0:  # the baseline's own spikes: to one arm, a shock it alone had
+        shock = shock * np.where(rng.random(k) < f.spike_prob, rng.uniform(*f.spike_range, k), 1.0)
     bad = rng.binomial(n, np.minimum(1.0, f.p * g * shock))
     checks["errors"]["before"] = [
         [int(t), {"bad": int(b), "total": int(m)}] for t, b, m in zip(times, bad, n, strict=True)
@@ -290,6 +306,8 @@ def _families() -> dict[str, Family]:
                note="10 % of intervals: both arms' error rate x3-x10"),
         Family("shock-od-x2", "ratio", rps=100, p=0.01, effect=2, shock_prob=0.1, dispersion=4.0,
                note="both: shared shocks on top of per-arm bursts (which grow with the shock)"),
+        Family("spike-x2", "ratio", rps=100, p=0.01, effect=2, spike_prob=0.05,
+               note="5 % of intervals per arm: that arm's error rate alone x2-x6"),
         Family("late-x1.5", "ratio", rps=100, p=0.005, effect=1.5, onset_min=(10, 20), bake_min=60,
                note="the regression starts at minute 10-20"),
         Family("ramp-x2", "ratio", rps=100, p=0.005, effect=2, split=(0.1, 0.25, 0.5),

@@ -218,3 +218,30 @@ def test_the_oracle_knows_each_shock_and_the_bursts_it_multiplies() -> None:
     hit = shock > 1
     assert (bad_c + bad_b)[hit].mean() > 2 * (bad_c + bad_b)[~hit].mean()
     assert dispersion_factor(generate(FAMILIES["shock-x1.5"], regressed=False, index=4), s.truth.lam_b) == 1.0
+
+
+def test_spikes_hit_one_arm_at_a_time_and_the_oracle_knows_each() -> None:
+    """spike-x2: each arm's error rate alone jumps x2-x6 in 5 % of its intervals, independently of
+    the other's, in the bake and in the window before it; the oracle's null share follows them."""
+    f = FAMILIES["spike-x2"]
+    s = generate(f, regressed=False, index=2)
+    spike_c, spike_b = s.truth.spike_c, s.truth.spike_b
+    assert spike_c.shape == spike_b.shape == (f.polls,)
+    assert ((spike_c > 1) != (spike_b > 1)).any() and not ((spike_c > 1) & (spike_b > 1)).all()
+    assert ((spike_c == 1) | ((spike_c >= 2) & (spike_c <= 6))).all()
+    _, bad_c, _, bad_b, _ = ratio_series(s)
+    assert bad_b is not None
+    assert bad_c[spike_c > 1].mean() > 1.5 * bad_c[spike_c == 1].mean()
+    before = np.array([v["bad"] for _, v in s.recording["checks"]["errors"]["before"]], dtype=float)
+    assert before.max() > 2 * np.median(before)  # the window shows the baseline's own spikes
+    # the oracle's null share follows each spike: told of none, it rolls healthy deploys back
+    aware = blind = 0
+    for i in range(100):
+        run = generate(f, regressed=False, index=i)
+        aware += oracle(run, 0.01) is not None
+        told_none = replace(run.truth, spike_c=np.ones(f.polls), spike_b=np.ones(f.polls))
+        blind += oracle(replace(run, truth=told_none), 0.01) is not None
+    assert aware <= 3 and blind >= 15
+    many = sum((generate(f, regressed=False, index=i).truth.spike_c > 1).mean() for i in range(40)) / 40
+    assert 0.03 < many < 0.07
+    assert generate(FAMILIES["shock-x1.5"], regressed=False, index=4).truth.spike_c.tolist() == [1.0] * 60
