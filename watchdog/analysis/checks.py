@@ -27,7 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import special
 
-from watchdog.analysis.eprocess import SPAN, CountStream, bake_span, prior_dispersion
+from watchdog.analysis.eprocess import CHI2_SPREAD, SPAN, CountStream, bake_span, prior_dispersion
 from watchdog.analysis.shift import SCALE_SPAN, ShiftStream, scale_dispersion, scale_span
 from watchdog.config.models import CheckConfig
 from watchdog.model import CheckReport, Verdict
@@ -251,6 +251,31 @@ def dispersion_sum(intervals: list[RatioCounts]) -> tuple[float, float]:
     return float(pearson), float(len(intervals) - 1)
 
 
+def dispersion_spread(intervals: list[RatioCounts]) -> float:
+    """How heavy-tailed the per-interval Pearson residuals around the pooled rate are: their
+    variance over their squared mean, less what a binomial's small counts add to it (a binomial
+    residual's is 2 + (1 - 6pq) / npq, so a quiet service's 0, 1 or 2 errors are no heavy tail),
+    and never below 2, the chi-square's.
+
+    Gamma bursts keep it near 2 (2.6 in bench/decisions' od-x2); spikes of one version (x2-x6
+    in one interval of twenty) raise it to 15-40, and then a few dozen intervals without a spike
+    say little about the next one (see :func:`~watchdog.analysis.eprocess.effective_dof`)."""
+    bad = sum(c.bad for c in intervals)
+    total = sum(c.total for c in intervals)
+    if len(intervals) < 10 or total <= 0 or not 0 < bad < total:
+        return CHI2_SPREAD
+    rate = bad / total
+    bads = np.asarray([c.bad for c in intervals], dtype=float)
+    totals = np.asarray([c.total for c in intervals], dtype=float)
+    npq = totals * rate * (1 - rate)
+    residuals = (bads - totals * rate) ** 2 / npq
+    mean = float(residuals.mean())
+    if mean <= 0:
+        return CHI2_SPREAD
+    binomial = float(np.mean((1 - 6 * rate * (1 - rate)) / npq))
+    return CHI2_SPREAD + max(0.0, float(residuals.var(ddof=1)) / mean**2 - CHI2_SPREAD - binomial)
+
+
 class RatioCheck(Check):
     """``type: ratio``: bad / total events, against the baseline, the window before, or the SLO."""
 
@@ -295,6 +320,7 @@ class RatioCheck(Check):
         bad = float(sum(c.bad for c in usable))
         total = float(sum(c.total for c in usable))
         pearson, dof = dispersion_sum(usable)
+        spread = dispersion_spread(usable)
         self.reference = {
             "intervals": len(usable),
             "bad": bad,
@@ -308,17 +334,24 @@ class RatioCheck(Check):
                 bad, total, self.alpha_reference, self.config.direction
             )
             rebuild = True
-        span = self._bake_span(bad, total, len(usable), pearson, dof)
+        span = self._bake_span(bad, total, len(usable), pearson, dof, spread)
         if span != SPAN:
             self.reference["span"] = list(span)
             rebuild = True
         if rebuild:  # the objective or the span changed: the stream has seen no interval yet
             self.stream = self._new_stream()
         per = len(usable) or 1  # no intervals: no dof either, and nothing is seeded
-        self.stream.seed_dispersion(pearson, dof, events=bad / per, requests=total / per)
+        # a typical interval's rate, which spikes and shocks do not move (a quiet service's median
+        # interval may have no errors: then the pooled rate)
+        typical = float(np.median([c.bad / c.total for c in usable])) if usable else None
+        if not typical and total > 0:
+            typical = bad / total
+        self.stream.seed_dispersion(
+            pearson, dof, events=bad / per, requests=total / per, spread=spread, typical_rate=typical
+        )
 
     def _bake_span(
-        self, bad: float, total: float, intervals: int, pearson: float, dof: float
+        self, bad: float, total: float, intervals: int, pearson: float, dof: float, spread: float
     ) -> tuple[float, float]:
         """The mixture's span for the traffic before the deploy (see :func:`bake_span`), at the
         dispersion factor the stream will be seeded with; only for ``direction: increase``, the
@@ -327,7 +360,7 @@ class RatioCheck(Check):
         if self.config.direction != "increase" or intervals < MIN_SPAN_INTERVALS:
             return SPAN
         events = bad / intervals if objective is None else total / intervals * objective
-        phi = prior_dispersion(pearson, dof, excess_only=True) if dof >= 1 else 1.0
+        phi = prior_dispersion(pearson, dof, excess_only=True, spread=spread) if dof >= 1 else 1.0
         return bake_span(events / phi, self.total_polls, self.log_threshold, two_sample=objective is None)
 
     def observe(self, canary: RatioCounts, baseline: RatioCounts | None) -> None:
