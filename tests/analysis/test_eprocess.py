@@ -719,3 +719,26 @@ def test_spikes_of_one_version_keep_false_rollbacks_under_alpha() -> None:
 
     assert _under_alpha(alarms(True), 300, 0.01)
     assert alarms(False) > 20
+
+
+def test_the_bake_s_own_dispersion_is_a_floor_under_a_quiet_window() -> None:
+    """An hour without a spike seeds a factor of 1; when the canary's share then varies far more
+    than a binomial's (a spike of each version), the factor follows the stream's own estimate at
+    its 95 % lower bound (scipy's chi-square), from the first degree of freedom. Splits that vary
+    as a binomial's leave it at 1."""
+    rng = np.random.default_rng(8)
+    quiet = CountStream()
+    quiet.seed_dispersion(119.0, 119.0, events=30.0, typical_rate=0.01)
+    assert quiet.prior_phi == 1.0
+    _binomial_splits(quiet, rng, 8)
+    assert quiet.phi == 1.0
+    spiky = CountStream()
+    spiky.seed_dispersion(119.0, 119.0, events=30.0, typical_rate=0.01)
+    spiky.update(30, 3000, 31, 3000)
+    spiky.update(150, 3000, 30, 3000)  # the canary's pod restarts: dof 1 already
+    pearson, dof = spiky.disp
+    assert dof == 1 and spiky.phi == pytest.approx(pearson / stats.chi2.ppf(0.95, 1)) and spiky.phi > 5
+    spiky.update(28, 3000, 170, 3000)
+    spiky.update(33, 3000, 29, 3000)
+    pearson, dof = spiky.disp
+    assert spiky.phi == pytest.approx(pearson / stats.chi2.ppf(0.95, dof)) and spiky.phi > 5
