@@ -1,0 +1,86 @@
+"""Ratio checks against a concurrent baseline when each version's errors spike on their own: false
+rollbacks.
+
+    .venv/bin/python bench/spike_noise.py [--runs 2000] [--seed 1] [--rps 10,100]
+                                          [--spikes 0.03,0.05] [--top 6,10]
+
+A pod of one version restarting, or a cold cache, multiplies that version's errors alone for an
+interval. The conditional test cancels what hits both versions, not this; and the window before the
+deploy shows only the baseline's spikes, as many as an hour happened to hold. This feeds
+:class:`~watchdog.analysis.checks.RatioCheck` (``compare: baseline``, alone at alpha 1 %, 30 min
+bake of 30 s polls, the hour before the deploy as the Watch reads it) healthy deploys and prints per
+cell the share rolled back, with its one-sided 95 % Clopper-Pearson upper bound:
+
+- requests per interval and version ~ Poisson(``rps`` * 30);
+- bad requests ~ Binomial(requests, 1 % * S), S uniform in x2-x6 (``top`` 6) or x3-x10 (``top``
+  10) in a share ``spikes`` of each version's intervals, drawn for each version apart, else 1.
+
+bench/decisions' spike-x2 family is the cell at 100 req/s, 5 %, x2-x6 (there through the Watch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+
+from bench.checkrun import false_rollback_grid, rolled_back
+from watchdog.analysis.checks import RatioCheck, RatioCounts
+from watchdog.config.models import CheckConfig
+
+POLLS, HISTORY, INTERVAL_S, RATE = 60, 120, 30, 0.01
+CONFIG = CheckConfig.model_validate(
+    {"name": "errors", "type": "ratio", "provider": "p", "bad": "b", "total": "t", "compare": "baseline"}
+)
+SIZES = {6.0: (2.0, 6.0), 10.0: (3.0, 10.0)}
+"""The spikes' multipliers of the error rate, by their top."""
+
+
+def intervals(
+    rng: np.random.Generator, n: int, rps: float, spikes: float, size: tuple[float, float]
+) -> list[RatioCounts]:
+    """``n`` intervals of one version: its errors times uniform(``size``) in a share ``spikes``."""
+    spike = np.where(rng.random(n) < spikes, rng.uniform(*size, n), 1.0)
+    total = rng.poisson(rps * INTERVAL_S, n)
+    bad = rng.binomial(total, np.minimum(1.0, RATE * spike))
+    return [RatioCounts(float(b), float(t)) for b, t in zip(bad, total, strict=True)]
+
+
+def run(rng: np.random.Generator, rps: float, spikes: float, top: float) -> bool:
+    """One healthy deploy: True when the check rolled it back within the bake (end look included)."""
+    sizes = SIZES[top]
+    check = RatioCheck(CONFIG, 0.01, POLLS)
+    check.set_reference(intervals(rng, HISTORY, rps, spikes, sizes)[::-1])  # newest first
+    canary = intervals(rng, POLLS, rps, spikes, sizes)
+    baseline = intervals(rng, POLLS, rps, spikes, sizes)
+    return rolled_back(check, zip(canary, baseline, strict=True))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=2000, help="healthy runs per cell")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--rps", default="10,100", help="requests per second and version")
+    parser.add_argument("--spikes", default="0.03,0.05", help="share of each version's intervals that spike")
+    parser.add_argument("--top", default="6,10", help="largest spike: 6 for x2-x6, 10 for x3-x10")
+    args = parser.parse_args(argv)
+    if any(float(top) not in SIZES for top in args.top.split(",")):
+        parser.error("--top: 6 (spikes x2-x6) or 10 (x3-x10)")
+    rng = np.random.default_rng(args.seed)
+    print(
+        f"bench/spike_noise.py --runs {args.runs} --seed {args.seed}: one ratio check against the "
+        f"baseline, errors {RATE:.0%}, alpha 0.01, {POLLS} polls of {INTERVAL_S} s, {HISTORY} intervals "
+        "before"
+    )
+    axes = [("rps", args.rps, 5), ("spikes", args.spikes, 8), ("top", args.top, 5)]
+    false_rollback_grid(rng, args.runs, axes, run)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
