@@ -308,6 +308,8 @@ def _families() -> dict[str, Family]:
                note="both: shared shocks on top of per-arm bursts (which grow with the shock)"),
         Family("spike-x2", "ratio", rps=100, p=0.01, effect=2, spike_prob=0.05,
                note="5 % of intervals per arm: that arm's error rate alone x2-x6"),
+        Family("twin-x1.5", "ratio", rps=100, p=0.01, effect=1.5, spike_prob=0.1, spike_range=(3.0, 10.0),
+               note="shock-x1.5's window, but each arm alone: 10 % of its intervals x3-x10"),
         Family("late-x1.5", "ratio", rps=100, p=0.005, effect=1.5, onset_min=(10, 20), bake_min=60,
                note="the regression starts at minute 10-20"),
         Family("ramp-x2", "ratio", rps=100, p=0.005, effect=2, split=(0.1, 0.25, 0.5),
