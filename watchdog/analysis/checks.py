@@ -27,8 +27,16 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import special
 
-from watchdog.analysis.eprocess import CHI2_SPREAD, SPAN, CountStream, bake_span, prior_dispersion
+from watchdog.analysis.eprocess import (
+    CHI2_SPREAD,
+    HEAVY_SPREAD,
+    SPAN,
+    CountStream,
+    bake_span,
+    prior_dispersion,
+)
 from watchdog.analysis.shift import SCALE_SPAN, ShiftStream, scale_dispersion, scale_span
+from watchdog.analysis.sign import SignStream
 from watchdog.config.models import CheckConfig
 from watchdog.model import CheckReport, Verdict
 
@@ -39,6 +47,7 @@ PASS_CONFIDENCE = 0.05
 """Error level of the confidence sequence behind the early pass: it passes a deploy that is in fact
 worse than its tolerance with probability at most 5 %. Not part of alpha, which bounds false
 rollbacks."""
+_LOG2 = math.log(2.0)
 REFERENCE_SHARE = 0.2
 ASSUMED_PEARSON, ASSUMED_DOF = 10.0, 10.0
 """compare: before: the part of a check's alpha spent on the uncertainty of the reference window."""
@@ -287,6 +296,9 @@ class RatioCheck(Check):
         if config.compare == "before":
             self._set_alpha(alpha * (1 - REFERENCE_SHARE))
         self.stream = self._new_stream()
+        # Against a concurrent baseline after a heavy-tailed window: the sign test, weighed equally
+        # with the count test (an average of e-processes is one; see watchdog.analysis.sign).
+        self.sign: SignStream | None = None
 
     def _objective(self) -> float | None:
         if self.config.compare == "slo":
@@ -349,6 +361,9 @@ class RatioCheck(Check):
         self.stream.seed_dispersion(
             pearson, dof, events=bad / per, requests=total / per, spread=spread, typical_rate=typical
         )
+        heavy = self.two_sample and self.config.direction != "both" and spread > HEAVY_SPREAD
+        self.sign = SignStream(self.config.direction) if heavy else None
+        self.reference["sign_test"] = heavy
 
     def _bake_span(
         self, bad: float, total: float, intervals: int, pearson: float, dof: float, spread: float
@@ -382,13 +397,26 @@ class RatioCheck(Check):
         if self.two_sample:
             assert baseline is not None
             self.stream.update(canary.bad, canary.total, baseline.bad, baseline.total)
+            if self.sign is not None:
+                self.sign.update(canary.bad, canary.total, baseline.bad, baseline.total)
         else:
             self.stream.update(canary.bad, canary.total)
         if self.failed_at_poll is None:
-            crossed = self.stream.crossed(self.log_threshold, self.log_detector_threshold)
+            # with the sign test beside it, the count test alone must clear twice the bar
+            share = _LOG2 if self.sign is not None else 0.0
+            crossed = self.stream.crossed(self.log_threshold + share, self.log_detector_threshold)
+            if not crossed and self.sign is not None and self.log_e_value >= self.log_threshold:
+                crossed = "sequential"
             if crossed:
                 self.failed_at_poll, self.failed_by = self.polls, crossed
         self._maybe_pass_early()
+
+    @property
+    def log_e_value(self) -> float:
+        """The check's e-process: the count test's, or its average with the sign test's."""
+        if self.sign is None:
+            return self.stream.log_e_value
+        return float(np.logaddexp(self.stream.log_e_value, self.sign.log_e_value)) - _LOG2
 
     def _maybe_pass_early(self) -> None:
         tolerance = self.config.tolerance
@@ -430,7 +458,7 @@ class RatioCheck(Check):
             "effect": s.effect_estimate(),
             "effect_interval": [low, high],
             "effect_interval_level": 1 - PASS_CONFIDENCE,
-            "e_value": s.e_value,
+            "e_value": math.exp(min(700.0, self.log_e_value)),
             "threshold": self.threshold,
             "detector": _finite(math.exp(min(700.0, s.log_detector))),
             "detector_threshold": self.detector_threshold,
@@ -446,6 +474,12 @@ class RatioCheck(Check):
             stats_["failed_by"] = self.failed_by
         if self.two_sample:
             stats_["baseline"] = {"bad": bad_b, "total": total_b}
+            if self.sign is not None:
+                stats_["sign_test"] = {
+                    "worse": self.sign.worse,
+                    "better": self.sign.better,
+                    "e_value": math.exp(min(700.0, self.sign.log_e_value)),
+                }
         elif self.config.compare == "slo":
             stats_["objective"] = self.config.objective
         else:
@@ -496,17 +530,29 @@ class RatioCheck(Check):
             words = (
                 f"evidence {_evidence(stats_['e_value'])} against a threshold of {_evidence(self.threshold)}"
             )
+            sign = stats_.get("sign_test")
+            if sign is not None and sign["worse"] + sign["better"]:
+                betting = sign["worse"] + sign["better"]
+                words += f" (errors higher on the canary in {sign['worse']} of {betting} intervals)"
         if self.passed_at_poll is not None:
             words += f"; passed early: at most {100 * (self.config.tolerance or 0):.0f} % worse"
         return f"{words}; {effect}"
 
     def to_state(self) -> dict[str, Any]:
-        return {**self._base_state(), "stream": self.stream.to_state()}
+        state = {**self._base_state(), "stream": self.stream.to_state()}
+        if self.sign is not None:
+            state["sign"] = self.sign.to_state()
+        return state
 
     def load_state(self, state: dict[str, Any]) -> None:
         self._load_base(state)
         self.stream = self._new_stream()
         self.stream.load_state(state.get("stream", {}))
+        sign = state.get("sign")
+        self.sign = None
+        if isinstance(sign, dict):
+            self.sign = SignStream(self.config.direction)
+            self.sign.load_state(sign)
 
 
 def edge_span(share: float) -> tuple[float, float]:

@@ -235,13 +235,14 @@ surge to count as hitting it. Bursts on top of a shock leave one version below t
 events often enough that, at 2, shock-od-x2's shocks too often counted as hitting one version and
 its power fell to 0.896 (0.910 at 1.5); a spike of one version leaves the other at its typical
 events."""
-HEAVY_SPREAD = 5.0
+HEAVY_SPREAD = 6.0
 """A window whose residuals spread more than this (see :func:`effective_dof`) is heavy-tailed: a
-few intervals far out made its dispersion. Gamma bursts spread 2 + 6/k in theory (3.5 at CV 0.5;
-bench/decisions' od-x2 windows 2.6 at the median, 4.6 at the 90th percentile), spikes of one
-version 15-40. After such a window, and until the bake has shown its surges to be shared, a surge
-interval is only learned from, never judged: one spike of the canary (x6 its errors) carries
-evidence that no factor fitted to the whole window covers."""
+few intervals far out made its dispersion. Gamma bursts spread 2 + 6/k in theory (3.5 at CV 0.5,
+6 at CV 0.8; bench/decisions' od-x2 windows 2.6 at the median, 4.6 at the 90th percentile, 5 % of
+them above 6), shocks and spikes 7-40. After such a window, and until the bake has shown its
+surges to be shared, a surge interval is only learned from, never judged: one spike of the canary
+(x6 its errors) carries evidence that no factor fitted to the whole window covers. A ratio check
+against a baseline then also runs the sign test (:mod:`watchdog.analysis.sign`)."""
 
 
 def _surged(phi: float, weight: float, reference: float | None) -> float:
