@@ -302,6 +302,8 @@ def _families() -> dict[str, Family]:
         # Real-world nuisances.
         Family("od-x2", "ratio", rps=100, p=0.01, effect=2, dispersion=4.0,
                note="independent error bursts per arm and interval, gamma k = 4 (CV 0.5)"),
+        Family("od1-x2", "ratio", rps=100, p=0.01, effect=2, dispersion=1.0,
+               note="the same with gamma k = 1 (CV 1): exponential bursts"),
         Family("shock-x1.5", "ratio", rps=100, p=0.01, effect=1.5, shock_prob=0.1,
                note="10 % of intervals: both arms' error rate x3-x10"),
         Family("shock-od-x2", "ratio", rps=100, p=0.01, effect=2, shock_prob=0.1, dispersion=4.0,
