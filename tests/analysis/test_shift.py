@@ -307,4 +307,4 @@ def test_a_histogram_check_floors_its_shift_dispersion_at_the_whole_distribution
     assert whole > max(check.reference["dispersion"])
     assert check._shift_phi() == whole
     poll = cumulative(rng.multinomial(1500, lognormal_probs(0.08)))
-    assert check._shift_phi(poll, poll) == whole
+    assert check._shift_phi(check._edge_phis(poll, poll)) == whole

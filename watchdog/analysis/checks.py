@@ -744,17 +744,18 @@ class HistogramCheck(Check):
             self.blind(f"bucket layout changed: edge {missing[0]:g} is gone")
             self.polls -= 1
             return
-        if self.shift is not None and baseline is not None:
-            self.shift.update(canary, baseline, self._shift_phi(canary, baseline))
-        for edge, stream in zip(self.edges, self.streams, strict=True):
-            slow_c = canary[math.inf] - canary[edge]
-            if two_sample:
-                assert baseline is not None
-                stream.update(
-                    slow_c, canary[math.inf], baseline[math.inf] - baseline[edge], baseline[math.inf]
-                )
-            else:
-                stream.update(slow_c, canary[math.inf])
+        n_c = canary[math.inf]
+        if two_sample:
+            assert baseline is not None
+            n_b = baseline[math.inf]
+            phis = self._edge_phis(canary, baseline)  # once, for the shift stream and the edges
+            if self.shift is not None:
+                self.shift.update(canary, baseline, self._shift_phi(phis))
+            for edge, stream, phi in zip(self.edges, self.streams, phis, strict=True):
+                stream.update(n_c - canary[edge], n_c, n_b - baseline[edge], n_b, phi=phi)
+        else:
+            for edge, stream in zip(self.edges, self.streams, strict=True):
+                stream.update(n_c - canary[edge], n_c)
         self._note_failure(self.log_e_value, self.log_detector)
 
     @property
@@ -774,22 +775,27 @@ class HistogramCheck(Check):
             return edges
         return self._log_mean([getattr(self.shift, statistic), edges])
 
-    def _shift_phi(self, canary: Buckets | None = None, baseline: Buckets | None = None) -> float:
+    def _edge_phis(self, canary: Buckets, baseline: Buckets) -> list[float]:
+        """Each edge's factor for this poll (:meth:`CountStream.interval_phi`), before it learns."""
+        n_c, n_b = canary[math.inf], baseline[math.inf]
+        return [
+            s.interval_phi(n_c - canary[e] + n_b - baseline[e], n_c, n_b)
+            for s, e in zip(self.streams, self.edges, strict=True)
+        ]
+
+    def _shift_phi(self, phis: list[float] | None = None) -> float:
         """The dispersion the shift stream judges a poll with: the largest of the edges' (before
         they learn from the poll), among the edges whose dispersion the history measured. An edge
         the history had no slow request at has only the assumed, cautious one, which would slow
-        the whole stream for want of data rather than because of any burst. Given the poll's
-        buckets, each edge's factor is the one it judges the poll with, grown where a surge of slow
-        requests hit both versions (see :meth:`CountStream.phi_at`)."""
+        the whole stream for want of data rather than because of any burst. ``phis``: the factors
+        the edges judge this poll with (:meth:`CountStream.interval_phi`, grown where a surge of
+        slow requests hit both versions); without them, their factors for an ordinary interval."""
         reference = self.reference or {}
         measured = reference.get("dispersion") or []
         whole = float(reference.get("shift_dispersion") or 1.0)
-        pairs = list(zip(self.streams, self.edges, strict=True))
-        pairs = [p for p, m in zip(pairs, measured, strict=False) if m is not None] or pairs
-        if canary is None or baseline is None:
-            return max(whole, *(s.phi for s, _ in pairs))
-        n_c, n_b = canary[math.inf], baseline[math.inf]
-        return max(whole, *(s.interval_phi(n_c - canary[e] + n_b - baseline[e], n_c, n_b) for s, e in pairs))
+        factors = phis if phis is not None else [s.phi for s in self.streams]
+        kept = [f for f, m in zip(factors, measured, strict=False) if m is not None] or factors
+        return max(whole, *kept)
 
     def _start_shift(self, buckets: Buckets, intervals: int) -> None:
         """The shift stream, for "slower is worse" against a concurrent baseline, from the

@@ -540,8 +540,18 @@ class CountStream:
             volume = events if self.objective is None else requests
             self.prior_weight = volume if volume is not None and volume > 0 else None
 
-    def update(self, bad_c: float, total_c: float, bad_b: float = 0.0, total_b: float = 0.0) -> None:
-        """Feed one interval. Intervals without events say nothing and are skipped."""
+    def update(
+        self,
+        bad_c: float,
+        total_c: float,
+        bad_b: float = 0.0,
+        total_b: float = 0.0,
+        *,
+        phi: float | None = None,
+    ) -> None:
+        """Feed one interval. Intervals without events say nothing and are skipped. ``phi``: the
+        factor :meth:`interval_phi` gave this interval, when the caller needed it first (a
+        histogram's shift stream judges a poll with its edges' largest); else computed here."""
         predicted = self.effect_estimate()
         counts = self.counts
         counts[0] += bad_c
@@ -552,23 +562,25 @@ class CountStream:
         # sequence predicts with, scaled by this interval's volume, which the test conditions on
         # (see `phi_at`): two samples' bad events, one sample's requests.
         if self.objective is None:
-            phi = self.interval_phi(bad_c + bad_b, total_c, total_b, predicted)
+            if total_c > 0 and total_b > 0:
+                weight = _surge_weight(bad_c + bad_b, total_c, total_b, predicted)
+                phi = self.phi_at(weight) if phi is None else phi
+                self._count_surge(bad_c, total_c, bad_b, total_b, weight)
+            elif phi is None:
+                phi = self.phi
             self._update_two_sample(bad_c, total_c, bad_b, total_b, phi, predicted)
-            self._count_surge(bad_c, total_c, bad_b, total_b, predicted)
         else:
             phi = self.phi_at(_poisson_low(total_c))
             self._update_one_sample(bad_c, total_c, phi, predicted * self.objective)
 
-    def _count_surge(self, bad_c: float, total_c: float, bad_b: float, total_b: float, effect: float) -> None:
-        """Count this interval if it was a surge (:func:`_surge_weight` beyond SURGE times the
+    def _count_surge(self, bad_c: float, total_c: float, bad_b: float, total_b: float, weight: float) -> None:
+        """Count this interval if it was a surge (its :func:`_surge_weight` beyond SURGE times the
         window's events): as one that hit both versions (each carrying, at a lower Poisson bound,
         more than SHARED_ARM times its typical events) or one. A shared dependency failing does the
         first, one version's pod restarting the second; only the bake can tell them apart, and
         only from the split of past intervals, so the count is predictable for the next one."""
         rate, reference = self.prior_rate, self.prior_weight
-        if not rate or not reference or total_c <= 0 or total_b <= 0:
-            return
-        if _surge_weight(bad_c + bad_b, total_c, total_b, effect) <= SURGE * reference:
+        if not rate or not reference or weight <= SURGE * reference:
             return
         up_c = _poisson_low(bad_c) > SHARED_ARM * total_c * rate
         up_b = _poisson_low(bad_b) > SHARED_ARM * total_b * rate
