@@ -20,7 +20,6 @@ Clopper-Pearson upper bound:
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from pathlib import Path
@@ -31,7 +30,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import numpy as np
 from scipy.stats import norm
 
-from bench.checkrun import false_rollback_grid, rolled_back
+from bench.checkrun import Axis, grid_command, rolled_back
 from watchdog.analysis.checks import HistogramCheck
 from watchdog.config.models import CheckConfig
 
@@ -78,22 +77,20 @@ def run(rng: np.random.Generator, rps: float, wobble: float, surge_share: float)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=1000, help="healthy runs per cell")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--rps", default="50,200", help="requests per second per version")
-    parser.add_argument("--wobble", default="0,0.1,0.2", help="per-version log-sd of the latency scale")
-    parser.add_argument("--surges", default="0,0.1", help="share of intervals with a shared x2-x4 surge")
-    args = parser.parse_args(argv)
-    rng = np.random.default_rng(args.seed)
-    print(
-        f"bench/latency_noise.py --runs {args.runs} --seed {args.seed}: one histogram check, alpha 0.01, "
-        f"{POLLS} polls of {INTERVAL_S} s, {HISTORY} intervals before the deploy"
+    return grid_command(
+        argv,
+        script="latency_noise.py",
+        doc=__doc__,
+        runs=1000,
+        axes=[
+            Axis("rps", "50,200", "requests per second per version", 5),
+            Axis("wobble", "0,0.1,0.2", "per-version log-sd of the latency scale", 8),
+            Axis("surges", "0,0.1", "share of intervals with a shared x2-x4 surge", 8),
+        ],
+        describe=f"one histogram check, alpha 0.01, {POLLS} polls of {INTERVAL_S} s, {HISTORY} intervals "
+        "before the deploy",
+        run=run,
     )
-    axes = [("rps", args.rps, 5), ("wobble", args.wobble, 8), ("surges", args.surges, 8)]
-    false_rollback_grid(rng, args.runs, axes, run)
-    return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())

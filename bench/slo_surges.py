@@ -17,7 +17,6 @@ one-sided 95 % Clopper-Pearson upper bound:
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -26,7 +25,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import numpy as np
 
-from bench.checkrun import false_rollback_grid, rolled_back
+from bench.checkrun import Axis, grid_command, rolled_back
 from watchdog.analysis.checks import RatioCheck, RatioCounts
 from watchdog.config.models import CheckConfig
 
@@ -58,22 +57,20 @@ def run(rng: np.random.Generator, rps: float, shape: float, surges: float) -> bo
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=1000, help="healthy runs per cell")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--rps", default="10,100", help="requests per second in ordinary intervals")
-    parser.add_argument("--shape", default="1,4", help="gamma shape of the error bursts (CV 1/sqrt(k))")
-    parser.add_argument("--surges", default="0,0.1", help="share of intervals with x3-x10 the traffic")
-    args = parser.parse_args(argv)
-    rng = np.random.default_rng(args.seed)
-    print(
-        f"bench/slo_surges.py --runs {args.runs} --seed {args.seed}: one ratio check against "
-        f"{OBJECTIVE:.0%}, alpha 0.01, {POLLS} polls of {INTERVAL_S} s, {HISTORY} intervals before"
+    return grid_command(
+        argv,
+        script="slo_surges.py",
+        doc=__doc__,
+        runs=1000,
+        axes=[
+            Axis("rps", "10,100", "requests per second in ordinary intervals", 5),
+            Axis("shape", "1,4", "gamma shape of the error bursts (CV 1/sqrt(k))", 7),
+            Axis("surges", "0,0.1", "share of intervals with x3-x10 the traffic", 8),
+        ],
+        describe=f"one ratio check against {OBJECTIVE:.0%}, alpha 0.01, {POLLS} polls of {INTERVAL_S} s, "
+        f"{HISTORY} intervals before",
+        run=run,
     )
-    axes = [("rps", args.rps, 5), ("shape", args.shape, 7), ("surges", args.surges, 8)]
-    false_rollback_grid(rng, args.runs, axes, run)
-    return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -29,7 +29,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import numpy as np
 
-from bench.checkrun import false_rollback_grid, rolled_back
+from bench.checkrun import Axis, grid_command, rolled_back
 from watchdog.analysis.checks import RatioCheck, RatioCounts
 from watchdog.config.models import CheckConfig
 
@@ -62,25 +62,25 @@ def run(rng: np.random.Generator, rps: float, spikes: float, top: float) -> bool
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=2000, help="healthy runs per cell")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--rps", default="10,100", help="requests per second and version")
-    parser.add_argument("--spikes", default="0.03,0.05", help="share of each version's intervals that spike")
-    parser.add_argument("--top", default="6,10", help="largest spike: 6 for x2-x6, 10 for x3-x10")
-    args = parser.parse_args(argv)
-    if any(float(top) not in SIZES for top in args.top.split(",")):
-        parser.error("--top: 6 (spikes x2-x6) or 10 (x3-x10)")
-    rng = np.random.default_rng(args.seed)
-    print(
-        f"bench/spike_noise.py --runs {args.runs} --seed {args.seed}: one ratio check against the "
-        f"baseline, errors {RATE:.0%}, alpha 0.01, {POLLS} polls of {INTERVAL_S} s, {HISTORY} intervals "
-        "before"
-    )
-    axes = [("rps", args.rps, 5), ("spikes", args.spikes, 8), ("top", args.top, 5)]
-    false_rollback_grid(rng, args.runs, axes, run)
-    return 0
+    def unknown_top(args: argparse.Namespace) -> str | None:
+        bad = any(float(top) not in SIZES for top in args.top.split(","))
+        return "--top: 6 (spikes x2-x6) or 10 (x3-x10)" if bad else None
 
+    return grid_command(
+        argv,
+        script="spike_noise.py",
+        doc=__doc__,
+        runs=2000,
+        axes=[
+            Axis("rps", "10,100", "requests per second and version", 5),
+            Axis("spikes", "0.03,0.05", "share of each version's intervals that spike", 8),
+            Axis("top", "6,10", "largest spike: 6 for x2-x6, 10 for x3-x10", 5),
+        ],
+        describe=f"one ratio check against the baseline, errors {RATE:.0%}, alpha 0.01, {POLLS} polls of "
+        f"{INTERVAL_S} s, {HISTORY} intervals before",
+        run=run,
+        check=unknown_top,
+    )
 
 if __name__ == "__main__":
     raise SystemExit(main())
