@@ -1,7 +1,7 @@
 """Histogram checks on latencies that wobble per version and surge on both: false rollbacks.
 
     .venv/bin/python bench/latency_noise.py [--runs 1000] [--seed 1] [--rps 50,200]
-                                            [--wobble 0,0.1,0.2] [--surges 0,0.1]
+                                            [--wobble 0,0.1,0.2] [--surges 0,0.1] [--spikes 0]
 
 bench/decisions draws every request's latency independently, so a version's latency distribution
 is the same in every interval. Real versions wobble: a noisy neighbour or a GC pause makes every
@@ -15,7 +15,9 @@ Clopper-Pearson upper bound:
   log-sd 0.7) in Prometheus buckets up to 2.5 s;
 - ``wobble``: each version's latencies x exp(N(0, wobble)) per interval, independently;
 - ``surges``: the share of intervals whose latencies are x2-x4 on both versions (the window before
-  the deploy has them too).
+  the deploy has them too);
+- ``spikes``: the share of each version's intervals whose latencies alone are x2-x4 (a pod's GC
+  pause or cold cache; drawn for each version on its own, in the window before too).
 """
 
 from __future__ import annotations
@@ -65,14 +67,21 @@ def surges(rng: np.random.Generator, n: int, share: float) -> np.ndarray:
     return np.where(rng.random(n) < share, rng.uniform(*SURGE_RANGE, n), 1.0)
 
 
-def run(rng: np.random.Generator, rps: float, wobble: float, surge_share: float) -> bool:
+def spikes(rng: np.random.Generator, n: int, share: float) -> np.ndarray:
+    """One version's own spikes, drawn only when there are any, so that the cells without them
+    draw the same numbers as before the axis existed."""
+    return surges(rng, n, share) if share > 0 else np.ones(n)
+
+
+def run(rng: np.random.Generator, rps: float, wobble: float, surge_share: float, spike_share: float) -> bool:
     """One healthy deploy: True when the check rolled it back within the bake (end look included)."""
     check = HistogramCheck(CONFIG, 0.01, POLLS)
-    history = intervals(rng, HISTORY, rps, wobble, surges(rng, HISTORY, surge_share))
+    window = surges(rng, HISTORY, surge_share) * spikes(rng, HISTORY, spike_share)
+    history = intervals(rng, HISTORY, rps, wobble, window)
     check.set_reference(history[::-1])  # newest first, as the Watch hands it over
     shared = surges(rng, POLLS, surge_share)
-    canary = intervals(rng, POLLS, rps, wobble, shared)
-    baseline = intervals(rng, POLLS, rps, wobble, shared)
+    canary = intervals(rng, POLLS, rps, wobble, shared * spikes(rng, POLLS, spike_share))
+    baseline = intervals(rng, POLLS, rps, wobble, shared * spikes(rng, POLLS, spike_share))
     return rolled_back(check, zip(canary, baseline, strict=True))
 
 
@@ -86,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             Axis("rps", "50,200", "requests per second per version", 5),
             Axis("wobble", "0,0.1,0.2", "per-version log-sd of the latency scale", 8),
             Axis("surges", "0,0.1", "share of intervals with a shared x2-x4 surge", 8),
+            Axis("spikes", "0", "share of each version's intervals with an x2-x4 spike of its own", 8),
         ],
         describe=f"one histogram check, alpha 0.01, {POLLS} polls of {INTERVAL_S} s, {HISTORY} intervals "
         "before the deploy",
