@@ -11,6 +11,7 @@ from scipy import stats
 
 from watchdog.analysis import GaugeCheck, HistogramCheck, PolicyAnalysis, RatioCheck, RatioCounts
 from watchdog.analysis.checks import edge_span, history_autocorrelation
+from watchdog.analysis.eprocess import CHI2_SPREAD, HEAVY_SPREAD
 from watchdog.config.models import CheckConfig, PolicyConfig
 from watchdog.model import Verdict
 
@@ -539,3 +540,53 @@ def test_histogram_edges_fit_their_spans_to_the_slow_requests_before_the_deploy(
             healthy.observe(buckets(rng, 150, 0.1, slow_share=0.02), buckets(rng, 150, 0.1, slow_share=0.02))
         alarms += healthy.failed_by in ("sequential", "late-onset detector")
     assert stats.binomtest(alarms, 60, 0.05, alternative="greater").pvalue > 0.001, alarms
+
+
+def _spiky_history(rng: np.random.Generator, spikes: int) -> list[dict[float, float]]:
+    """An hour of one version's buckets at 600 requests an interval, the first ``spikes``
+    intervals three times slower (one version's GC pauses)."""
+    return [buckets(rng, 600, 0.06 * (3.0 if i < spikes else 1.0)) for i in range(120)]
+
+
+def test_every_histogram_edge_is_judged_with_the_heaviest_tail_any_edge_saw() -> None:
+    """Spikes show as a heavy tail at the slow edges and barely at the median's; every edge takes
+    the heaviest, so none lets a few spike-free polls talk its factor down. A history without
+    spikes leaves every edge at the chi-square's spread."""
+    rng = np.random.default_rng(31)
+    spiky = HistogramCheck(check_config(type="histogram"), 0.01, 60)
+    spiky.set_reference(_spiky_history(rng, 6))
+    assert spiky.reference is not None and spiky.reference["spread"] > HEAVY_SPREAD
+    assert {s.prior_spread for s in spiky.streams} == {spiky.reference["spread"]}
+    calm = HistogramCheck(check_config(type="histogram"), 0.01, 60)
+    calm.set_reference(_spiky_history(rng, 0))
+    assert calm.reference is not None and calm.reference["spread"] < HEAVY_SPREAD
+    assert {s.prior_spread for s in calm.streams} == {CHI2_SPREAD}
+
+
+def test_a_latency_spike_after_a_heavy_tailed_hour_is_judged_at_no_edge() -> None:
+    """After a spiky hour, a poll where one version is three times slower is a surge of slow
+    requests at the slow edges; the median's edge sees too few more to call it one. The whole
+    poll is learned from, not judged: no edge's evidence moves."""
+    rng = np.random.default_rng(32)
+    check = HistogramCheck(check_config(type="histogram"), 0.01, 60)
+    check.set_reference(_spiky_history(rng, 6))
+    for _ in range(5):
+        check.observe(buckets(rng, 600, 0.06), buckets(rng, 600, 0.06))
+    canary, baseline = buckets(rng, 600, 0.18), buckets(rng, 600, 0.06)
+    assert all(math.isinf(p) for p in check._edge_phis(canary, baseline))
+    before = [s.log_e_value for s in check.streams]
+    check.observe(canary, baseline)
+    assert [s.log_e_value for s in check.streams] == before
+
+
+def test_histogram_edges_count_the_surges_any_edge_saw() -> None:
+    """Both versions three times slower at once (a slow dependency) is a surge that hit both at
+    the slow edges; the median's edge, which sees no surge, counts it too, so once the bake has
+    shown such surges every edge trusts the bake's own dispersion again."""
+    rng = np.random.default_rng(33)
+    check = HistogramCheck(check_config(type="histogram"), 0.01, 60)
+    check.set_reference(_spiky_history(rng, 6))
+    for _ in range(3):
+        check.observe(buckets(rng, 600, 0.18), buckets(rng, 600, 0.18))
+    assert {tuple(s.surges) for s in check.streams} == {(3, 0)}
+    assert {s.tail_spread for s in check.streams} == {CHI2_SPREAD}
