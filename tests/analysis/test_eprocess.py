@@ -742,3 +742,19 @@ def test_the_bake_s_own_dispersion_is_a_floor_under_a_quiet_window() -> None:
     spiky.update(33, 3000, 29, 3000)
     pearson, dof = spiky.disp
     assert spiky.phi == pytest.approx(pearson / stats.chi2.ppf(0.95, dof)) and spiky.phi > 5
+
+
+def test_lopsided_is_one_version_alone_far_above_its_typical_events() -> None:
+    """Exactly one version above 1.5 times the window's typical bad events at a lower Poisson
+    bound; the canary's bar rises with the effect already estimated, so a regression the stream
+    has seen for a while stops counting as a spike."""
+    stream = CountStream()
+    assert not stream.lopsided(90, 3000, 30, 3000)  # no typical rate: nothing is lopsided
+    stream.seed_dispersion(60.0, 59.0, events=30.0, requests=3000.0, typical_rate=0.01)
+    assert stream.lopsided(90, 3000, 30, 3000) and stream.lopsided(30, 3000, 90, 3000)
+    assert not stream.lopsided(90, 3000, 90, 3000)  # both: a shared surge
+    assert not stream.lopsided(33, 3000, 30, 3000)  # neither
+    for _ in range(20):
+        stream.update(90, 3000, 30, 3000)
+    assert stream.effect_estimate() > 2.5
+    assert not stream.lopsided(90, 3000, 30, 3000)

@@ -498,6 +498,19 @@ class CountStream:
         effect = self.effect_estimate() if effect is None else effect
         return self.phi_at(_surge_weight(bad, total_c, total_b, effect))
 
+    def lopsided(self, bad_c: float, total_c: float, bad_b: float, total_b: float) -> bool:
+        """Whether, at a lower Poisson bound, exactly one version carries more than SHARED_ARM
+        times the typical bad events of the window before (the canary's scaled by the effect
+        estimated so far, so that a regression the stream has already seen does not count): one
+        version spiking alone. False without a measured typical rate. Symmetric in the versions
+        but for that effect, which comes from past intervals only."""
+        rate = self.prior_rate
+        if not rate or total_c <= 0 or total_b <= 0:
+            return False
+        up_c = _poisson_low(bad_c) > SHARED_ARM * total_c * rate * max(1.0, self.effect_estimate())
+        up_b = _poisson_low(bad_b) > SHARED_ARM * total_b * rate
+        return up_c != up_b
+
     def seed_dispersion(
         self,
         pearson: float,
