@@ -2,7 +2,7 @@
 rollbacks.
 
     .venv/bin/python bench/spike_noise.py [--runs 2000] [--seed 1] [--rps 10,100]
-                                          [--spikes 0.03,0.05] [--top 6,10]
+                                          [--spikes 0.03,0.05] [--top 6,10] [--shocks 0]
 
 A pod of one version restarting, or a cold cache, multiplies that version's errors alone for an
 interval. The conditional test cancels what hits both versions, not this; and the window before the
@@ -13,7 +13,9 @@ cell the share rolled back, with its one-sided 95 % Clopper-Pearson upper bound:
 
 - requests per interval and version ~ Poisson(``rps`` * 30);
 - bad requests ~ Binomial(requests, 1 % * S), S uniform in x2-x6 (``top`` 6) or x3-x10 (``top``
-  10) in a share ``spikes`` of each version's intervals, drawn for each version apart, else 1.
+  10) in a share ``spikes`` of each version's intervals, drawn for each version apart, else 1;
+- ``shocks``: besides, both versions' error rate x3-x10 at once in that share of intervals (a
+  shared dependency failing; bench/decisions' shock-x1.5 has 10 %), the hour before included.
 
 bench/decisions' spike-x2 family is the cell at 100 req/s, 5 %, x2-x6 (there through the Watch).
 """
@@ -39,25 +41,45 @@ CONFIG = CheckConfig.model_validate(
 )
 SIZES = {6.0: (2.0, 6.0), 10.0: (3.0, 10.0)}
 """The spikes' multipliers of the error rate, by their top."""
+SHOCK = (3.0, 10.0)
+"""A shared shock's multiplier of both versions' error rate."""
 
 
 def intervals(
-    rng: np.random.Generator, n: int, rps: float, spikes: float, size: tuple[float, float]
+    rng: np.random.Generator,
+    n: int,
+    rps: float,
+    spikes: float,
+    size: tuple[float, float],
+    shock: np.ndarray | None = None,
 ) -> list[RatioCounts]:
-    """``n`` intervals of one version: its errors times uniform(``size``) in a share ``spikes``."""
+    """``n`` intervals of one version: its errors times uniform(``size``) in a share ``spikes``, and
+    times ``shock`` (per interval, shared with the other version) when given."""
     spike = np.where(rng.random(n) < spikes, rng.uniform(*size, n), 1.0)
+    if shock is not None:
+        spike = spike * shock
     total = rng.poisson(rps * INTERVAL_S, n)
     bad = rng.binomial(total, np.minimum(1.0, RATE * spike))
     return [RatioCounts(float(b), float(t)) for b, t in zip(bad, total, strict=True)]
 
 
-def run(rng: np.random.Generator, rps: float, spikes: float, top: float) -> bool:
+def shocks(rng: np.random.Generator, n: int, share: float) -> np.ndarray | None:
+    """Shared shocks x3-x10 in a share of ``n`` intervals; None (and nothing drawn, so cells without
+    shocks draw what they drew before the axis existed) when the share is 0."""
+    if share <= 0:
+        return None
+    return np.where(rng.random(n) < share, rng.uniform(*SHOCK, n), 1.0)
+
+
+def run(rng: np.random.Generator, rps: float, spikes: float, top: float, shock: float = 0.0) -> bool:
     """One healthy deploy: True when the check rolled it back within the bake (end look included)."""
     sizes = SIZES[top]
     check = RatioCheck(CONFIG, 0.01, POLLS)
-    check.set_reference(intervals(rng, HISTORY, rps, spikes, sizes)[::-1])  # newest first
-    canary = intervals(rng, POLLS, rps, spikes, sizes)
-    baseline = intervals(rng, POLLS, rps, spikes, sizes)
+    window = intervals(rng, HISTORY, rps, spikes, sizes, shocks(rng, HISTORY, shock))
+    check.set_reference(window[::-1])  # newest first
+    shared = shocks(rng, POLLS, shock)
+    canary = intervals(rng, POLLS, rps, spikes, sizes, shared)
+    baseline = intervals(rng, POLLS, rps, spikes, sizes, shared)
     return rolled_back(check, zip(canary, baseline, strict=True))
 
 
@@ -75,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             Axis("rps", "10,100", "requests per second and version", 5),
             Axis("spikes", "0.03,0.05", "share of each version's intervals that spike", 8),
             Axis("top", "6,10", "largest spike: 6 for x2-x6, 10 for x3-x10", 5),
+            Axis("shocks", "0", "share of intervals with a shock x3-x10 on both versions", 8),
         ],
         describe=f"one ratio check against the baseline, errors {RATE:.0%}, alpha 0.01, {POLLS} polls of "
         f"{INTERVAL_S} s, {HISTORY} intervals before",
