@@ -11,6 +11,7 @@ from scipy.special import logsumexp, rel_entr
 
 from watchdog.analysis.checks import RatioCounts, dispersion_spread, dispersion_sum
 from watchdog.analysis.eprocess import (
+    CHI2_SPREAD,
     MIN_OWN_DOF,
     SPAN,
     SPAN_FLOOR_SHARE,
@@ -22,6 +23,7 @@ from watchdog.analysis.eprocess import (
     bake_span,
     effective_dof,
     grid,
+    high_share,
     prior_dispersion,
 )
 
@@ -744,17 +746,37 @@ def test_the_bake_s_own_dispersion_is_a_floor_under_a_quiet_window() -> None:
     assert spiky.phi == pytest.approx(pearson / stats.chi2.ppf(0.95, dof)) and spiky.phi > 5
 
 
-def test_lopsided_is_one_version_alone_far_above_its_typical_events() -> None:
+def test_a_spike_alone_is_one_version_far_above_its_typical_events_after_a_spiky_window() -> None:
     """Exactly one version above 1.5 times the window's typical bad events at a lower Poisson
-    bound; the canary's bar rises with the effect already estimated, so a regression the stream
-    has seen for a while stops counting as a spike."""
-    stream = CountStream()
-    assert not stream.lopsided(90, 3000, 30, 3000)  # no typical rate: nothing is lopsided
-    stream.seed_dispersion(60.0, 59.0, events=30.0, requests=3000.0, typical_rate=0.01)
-    assert stream.lopsided(90, 3000, 30, 3000) and stream.lopsided(30, 3000, 90, 3000)
-    assert not stream.lopsided(90, 3000, 90, 3000)  # both: a shared surge
-    assert not stream.lopsided(33, 3000, 30, 3000)  # neither
+    bound, after a window that spread heavily with few such intervals; not after an ordinary
+    window, nor one where many intervals ran high (the bulk of bursty errors, not spikes). The
+    canary's bar rises with the effect already estimated, so a regression the stream has seen for
+    a while stops counting as a spike."""
+
+    def seeded(spread: float, high: float | None) -> CountStream:
+        stream = CountStream()
+        stream.seed_dispersion(
+            600.0, 59.0, events=30.0, requests=3000.0, spread=spread, typical_rate=0.01, high=high
+        )
+        return stream
+
+    assert not seeded(20.0, None).spike_alone(90, 3000, 30, 3000)  # no share measured
+    assert not seeded(CHI2_SPREAD, 0.05).spike_alone(90, 3000, 30, 3000)  # an ordinary window
+    assert not seeded(20.0, 0.3).spike_alone(90, 3000, 30, 3000)  # the bulk runs high
+    stream = seeded(20.0, 0.05)
+    assert stream.spike_alone(90, 3000, 30, 3000) and stream.spike_alone(30, 3000, 90, 3000)
+    assert not stream.spike_alone(90, 3000, 90, 3000)  # both: a shared surge
+    assert not stream.spike_alone(33, 3000, 30, 3000)  # neither
+    assert stream.spike_alone(600, 3000, 150, 3000)  # a spike on top of a shock
+    assert not stream.spike_alone(300, 3000, 250, 3000)  # a shock alone
     for _ in range(20):
         stream.update(90, 3000, 30, 3000)
     assert stream.effect_estimate() > 2.5
-    assert not stream.lopsided(90, 3000, 30, 3000)
+    assert not stream.spike_alone(90, 3000, 30, 3000)
+
+
+def test_high_share_counts_the_intervals_far_above_a_typical_rate() -> None:
+    bad = np.array([30.0, 31.0, 29.0, 90.0, 200.0])
+    total = np.full(5, 3000.0)
+    assert high_share(bad, total, 0.01) == pytest.approx(0.4)
+    assert high_share(bad[:0], total[:0], 0.01) == 0.0

@@ -33,6 +33,7 @@ from watchdog.analysis.eprocess import (
     SPAN,
     CountStream,
     bake_span,
+    high_share,
     prior_dispersion,
 )
 from watchdog.analysis.shift import SCALE_SPAN, ShiftStream, scale_dispersion, scale_span
@@ -285,6 +286,16 @@ def dispersion_spread(intervals: list[RatioCounts]) -> float:
     return CHI2_SPREAD + max(0.0, float(residuals.var(ddof=1)) / mean**2 - CHI2_SPREAD - binomial)
 
 
+def _high_share(intervals: list[RatioCounts], typical: float | None) -> float | None:
+    """:func:`~watchdog.analysis.eprocess.high_share` of a window's intervals, None without a
+    typical rate."""
+    if not typical:
+        return None
+    bad = np.asarray([c.bad for c in intervals], dtype=float)
+    total = np.asarray([c.total for c in intervals], dtype=float)
+    return high_share(bad, total, typical)
+
+
 class RatioCheck(Check):
     """``type: ratio``: bad / total events, against the baseline, the window before, or the SLO."""
 
@@ -359,7 +370,13 @@ class RatioCheck(Check):
         if not typical and total > 0:
             typical = bad / total
         self.stream.seed_dispersion(
-            pearson, dof, events=bad / per, requests=total / per, spread=spread, typical_rate=typical
+            pearson,
+            dof,
+            events=bad / per,
+            requests=total / per,
+            spread=spread,
+            typical_rate=typical,
+            high=_high_share(usable, typical),
         )
         heavy = self.two_sample and self.config.direction != "both" and spread > HEAVY_SPREAD
         self.sign = SignStream(self.config.direction) if heavy else None
@@ -650,13 +667,15 @@ class HistogramCheck(Check):
         for slow, stream in zip(slows, self.streams, strict=True):
             pearson, dof = dispersion_sum(slow)
             if dof >= 1:
+                typical = float(np.median([c.bad / c.total for c in slow])) or None
                 stream.seed_dispersion(
                     pearson,
                     dof,
                     events=sum(c.bad for c in slow) / len(slow),
                     requests=sum(c.total for c in slow) / len(slow),
                     spread=spread,
-                    typical_rate=float(np.median([c.bad / c.total for c in slow])) or None,
+                    typical_rate=typical,
+                    high=_high_share(slow, typical),
                 )
             dispersion.append(max(1.0, pearson / dof) if dof >= 1 else None)
         self.reference["spread"] = heaviest
@@ -815,7 +834,7 @@ class HistogramCheck(Check):
             phi = stream.interval_phi(bad_c + bad_b, n_c, n_b)
             phis.append(phi)
             if stream.prior_phi is not None and stream.prior_spread > HEAVY_SPREAD:
-                skip = skip or math.isinf(phi) or stream.lopsided(bad_c, n_c, bad_b, n_b)
+                skip = skip or math.isinf(phi) or stream.spike_alone(bad_c, n_c, bad_b, n_b)
         return [math.inf for _ in phis] if skip else phis
 
     def _share_surges(self) -> None:
