@@ -773,6 +773,12 @@ def test_a_spike_alone_is_one_version_far_above_its_typical_events_after_a_spiky
         stream.update(90, 3000, 30, 3000)
     assert stream.effect_estimate() > 2.5
     assert not stream.spike_alone(90, 3000, 30, 3000)
+    assert stream.spike_alone(30, 3000, 90, 3000)  # the baseline's spike still counts
+    restored, legacy = CountStream(), CountStream()
+    restored.load_state(stream.to_state())
+    assert restored.prior_high == 0.05 and restored.spike_alone(30, 3000, 90, 3000)
+    legacy.load_state({k: v for k, v in stream.to_state().items() if k != "prior_high"})
+    assert legacy.prior_high is None and not legacy.spike_alone(30, 3000, 90, 3000)  # as it ran
 
 
 def test_high_share_counts_the_intervals_far_above_a_typical_rate() -> None:
