@@ -524,10 +524,12 @@ class CountStream:
         """Whether this two-sample interval is one version spiking, after a window that showed
         rare spikes: the window spread beyond HEAVY_SPREAD with at most SPIKE_SHARE of its
         intervals high (:func:`high_share`), and now, at a lower Poisson bound, exactly one
-        version carries more than SHARED_ARM times the window's typical bad events, or both do
-        (a shock) and one more than SURGE times the other's rate (a spike on top of it). The
+        version carries more than SURGE times the window's typical bad events, or both do (a
+        shock) and one more than SURGE times the other's rate (a spike on top of it). The
         canary's counts are taken over the effect estimated so far, so that a regression the
-        stream has already seen does not count.
+        stream has already seen does not count; and the bar is SURGE, not SHARED_ARM, so that a
+        doubling the stream has not learned yet is still judged (at 1.5, od-x2's regressed
+        deploys were decided 0.5 min later at the median, 5.5 min against 5.0).
 
         Such an interval is learned from, not judged (:meth:`update`), even once the bake has
         shown surges that hit both versions (:attr:`tail_spread`): a service can have both,
@@ -548,7 +550,7 @@ class CountStream:
             return False
         effect = max(1.0, self.effect_estimate())
         low_c, low_b = _poisson_low(bad_c) / (total_c * effect), _poisson_low(bad_b) / total_b
-        up_c, up_b = low_c > SHARED_ARM * rate, low_b > SHARED_ARM * rate
+        up_c, up_b = low_c > SURGE * rate, low_b > SURGE * rate
         # or both, but one far above the other: a spike on top of a shock
         apart = low_c > SURGE * bad_b / total_b or low_b > SURGE * bad_c / (total_c * effect)
         return up_c != up_b or (up_c and apart)
