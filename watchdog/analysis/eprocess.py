@@ -256,6 +256,13 @@ ten) and spikes (x2-x6, each version one in thirty or twenty) from 16 % and 11 %
 to 2.0 % and 3.0 % (300 healthy deploys each, 100 req/s); od1-x2 lost 4 of 300 regressed deploys
 at this bar, 12 at 0.22 and 38 without one."""
 
+SPIKE_SPREAD = 5.0
+"""How heavy-tailed a window must be for :meth:`CountStream.spike_alone` to look for spikes: less
+than HEAVY_SPREAD, since shocks and spikes together leave some windows just under it (with each
+version spiking x3-x10 in one interval of twenty beside shocks in one of ten, bench/spike_noise.py
+--shocks 0.1 at 100 req/s rolled back 2.9 % of healthy deploys at 6 (1,000 runs), 1.2 % at 5 (500);
+at 4, od-x2's few windows beyond it cost a regression's first polls (5.0 -> 5.2 min median)."""
+
 
 def high_share(bad: NDArray[np.float64], total: NDArray[np.float64], rate: float) -> float:
     """The share of intervals whose ``bad`` events, at a lower Poisson bound, exceed SHARED_ARM
@@ -522,7 +529,7 @@ class CountStream:
 
     def spike_alone(self, bad_c: float, total_c: float, bad_b: float, total_b: float) -> bool:
         """Whether this two-sample interval is one version spiking, after a window that showed
-        rare spikes: the window spread beyond HEAVY_SPREAD with at most SPIKE_SHARE of its
+        rare spikes: the window spread beyond SPIKE_SPREAD with at most SPIKE_SHARE of its
         intervals high (:func:`high_share`), and now, at a lower Poisson bound, exactly one
         version carries more than SURGE times the window's typical bad events, or both do (a
         shock) and one more than SURGE times the other's rate (a spike on top of it). The
@@ -544,7 +551,7 @@ class CountStream:
         in the versions, and a likelihood ratio convex in the canary's count has no larger
         expectation on the middle of a symmetric distribution than on all of it."""
         rate, high = self.prior_rate, self.prior_high
-        if not rate or high is None or high > SPIKE_SHARE or self.prior_spread <= HEAVY_SPREAD:
+        if not rate or high is None or high > SPIKE_SHARE or self.prior_spread <= SPIKE_SPREAD:
             return False
         if total_c <= 0 or total_b <= 0:
             return False
