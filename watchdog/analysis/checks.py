@@ -808,8 +808,8 @@ class HistogramCheck(Check):
     def _edge_phis(self, canary: Buckets, baseline: Buckets) -> list[float]:
         """Each edge's factor for this poll (:meth:`CountStream.interval_phi`), before it learns;
         all infinite (the poll is learned from, not judged) where the hour before showed a heavy
-        tail and, at some edge, the poll is a surge that edge would not judge, or one version
-        alone has far more slow requests than typical (:meth:`CountStream.lopsided`).
+        tail and, at some edge, the poll is a surge that edge would not judge, or one version's
+        spike (:meth:`CountStream.spike_alone`).
 
         A poll is one event at every edge: one version's latencies x3 are a surge at the slow
         edges and barely more slow requests at the median's, where judging it undoes what the
@@ -818,15 +818,11 @@ class HistogramCheck(Check):
         can spike per version too, which one version's history cannot tell apart: with shared
         x2-x4 surges in one interval of ten and each version's own in one of thirty,
         bench/latency_noise.py rolled back 20 % of healthy deploys at 50 req/s (23 % at 200)
-        judging those, 1.5 % (1.5 %) not (200 runs each). Which polls are skipped then depends on
-        how their slow requests split, which the tests otherwise never look at. They stay
-        e-processes: the skipped splits are both tails (one version far above its typical share,
-        or the other), symmetric in the versions, and a likelihood ratio convex in the canary's
-        count has no larger expectation on the middle of a symmetric distribution than on all of
-        it. The canary's bar rises with the effect seen so far, so that a real slowdown is
-        skipped for a few polls at most, and only after a heavy-tailed hour: over 100 deploys
-        each, x1.25 at 50 req/s with both kinds of spike was caught in 92 (87 judging every poll),
-        x1.5 in 98 (100), in a median 26.5 polls (24)."""
+        judging those spikes (200 runs each), 0.6 % (0.4 %) not (1,000 each). The canary's bar
+        rises with the effect seen so far, so that a real slowdown is skipped for a few polls at
+        most, and only after a heavy-tailed hour: over 100 deploys each, x1.25 at 50 req/s with
+        both kinds of spike was caught in 93 (87 judging every poll), x1.5 in 100 (100), in a
+        median 25 polls (24)."""
         n_c, n_b = canary[math.inf], baseline[math.inf]
         phis, skip = [], False
         for stream, edge in zip(self.streams, self.edges, strict=True):

@@ -260,7 +260,7 @@ SPIKE_SPREAD = 5.0
 """How heavy-tailed a window must be for :meth:`CountStream.spike_alone` to look for spikes: less
 than HEAVY_SPREAD, since shocks and spikes together leave some windows just under it (with each
 version spiking x3-x10 in one interval of twenty beside shocks in one of ten, bench/spike_noise.py
---shocks 0.1 at 100 req/s rolled back 2.9 % of healthy deploys at 6 (1,000 runs), 1.2 % at 5 (500);
+--shocks 0.1 at 100 req/s rolled back 2.9 % of healthy deploys at 6, 1.6 % at 5, of 1,000 each;
 at 4, od-x2's few windows beyond it cost a regression's first polls (5.0 -> 5.2 min median)."""
 
 
@@ -543,7 +543,7 @@ class CountStream:
         shocks of a shared dependency and spikes of one version, and one version's history
         cannot tell how many of each. bench/spike_noise.py --shocks 0.1 (shocks x3-x10 in one
         interval of ten beside each version's spikes) rolled back 10-22 % of healthy deploys at
-        100 req/s judging them, 0-2 % not (300 each).
+        100 req/s judging them (300 each), 0.7-1.6 % not (1,000 each).
 
         Whether an interval is skipped depends on how its events split, which the test
         otherwise never looks at. It stays an e-process: the skipped splits are both tails (one
