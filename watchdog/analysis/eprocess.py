@@ -526,7 +526,9 @@ class CountStream:
         effect = self.effect_estimate() if effect is None else effect
         return self.phi_at(_surge_weight(bad, total_c, total_b, effect))
 
-    def spike_alone(self, bad_c: float, total_c: float, bad_b: float, total_b: float) -> bool:
+    def spike_alone(
+        self, bad_c: float, total_c: float, bad_b: float, total_b: float, effect: float | None = None
+    ) -> bool:
         """Whether this two-sample interval is one version spiking, after a window that showed
         rare spikes: the window spread beyond SPIKE_SPREAD with at most SPIKE_SHARE of its
         intervals high (:func:`high_share`), and now, at a lower Poisson bound, exactly one
@@ -548,13 +550,16 @@ class CountStream:
         otherwise never looks at. It stays an e-process: the skipped splits are both tails (one
         version far above its typical events or the other's, or the other far above), symmetric
         in the versions, and a likelihood ratio convex in the canary's count has no larger
-        expectation on the middle of a symmetric distribution than on all of it."""
+        expectation on the middle of a symmetric distribution than on all of it.
+
+        ``effect`` defaults to the estimate from the intervals so far; a caller that has already
+        added this interval's counts passes the one from before."""
         rate, high = self.prior_rate, self.prior_high
         if not rate or high is None or high > SPIKE_SHARE or self.prior_spread <= SPIKE_SPREAD:
             return False
         if total_c <= 0 or total_b <= 0:
             return False
-        effect = max(1.0, self.effect_estimate())
+        effect = max(1.0, self.effect_estimate() if effect is None else effect)
         low_c, low_b = _poisson_low(bad_c) / (total_c * effect), _poisson_low(bad_b) / total_b
         up_c, up_b = low_c > SURGE * rate, low_b > SURGE * rate
         # or both, but one far above the other: a spike on top of a shock
@@ -631,7 +636,7 @@ class CountStream:
             if total_c > 0 and total_b > 0:
                 weight = _surge_weight(bad_c + bad_b, total_c, total_b, predicted)
                 if phi is None:
-                    alone = self.spike_alone(bad_c, total_c, bad_b, total_b)
+                    alone = self.spike_alone(bad_c, total_c, bad_b, total_b, predicted)
                     phi = math.inf if alone else self.phi_at(weight)
                 self._count_surge(bad_c, total_c, bad_b, total_b, weight)
             elif phi is None:
