@@ -827,10 +827,11 @@ class HistogramCheck(Check):
         phis, skip = [], False
         for stream, edge in zip(self.streams, self.edges, strict=True):
             bad_c, bad_b = n_c - canary[edge], n_b - baseline[edge]
-            phi = stream.interval_phi(bad_c + bad_b, n_c, n_b)
+            effect = stream.effect_estimate()
+            phi = stream.interval_phi(bad_c + bad_b, n_c, n_b, effect)
             phis.append(phi)
             if stream.prior_phi is not None and stream.prior_spread > HEAVY_SPREAD:
-                skip = skip or math.isinf(phi) or stream.spike_alone(bad_c, n_c, bad_b, n_b)
+                skip = skip or math.isinf(phi) or stream.spike_alone(bad_c, n_c, bad_b, n_b, effect)
         return [math.inf for _ in phis] if skip else phis
 
     def _share_surges(self) -> None:
